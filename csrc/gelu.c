@@ -1,0 +1,33 @@
+/*
+ * gelu.c - the activations of the feed-forward network (section 4.3).
+ *
+ * GELU is the tanh approximation GPT-2 was trained with:
+ *   0.5 * x * (1 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))
+ * It is smooth and lets small negative inputs through, unlike ReLU.
+ */
+#include "gptc.h"
+#include "internal.h"
+
+#include <math.h>
+
+#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
+
+void gptc_gelu_forward(float *out, const float *x, size_t n)
+{
+    long long len = (long long)n;
+#pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
+    if (len >= GPTC_PARALLEL_MIN_WORK)
+    for (long long i = 0; i < len; i++) {
+        float v = x[i];
+        float inner = GELU_SQRT_2_OVER_PI * (v + 0.044715f * v * v * v);
+        out[i] = 0.5f * v * (1.0f + tanhf(inner));
+    }
+}
+
+void gptc_relu_forward(float *out, const float *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        /* written as a comparison, not fmaxf, so NaN propagates as in PyTorch */
+        out[i] = x[i] > 0.0f ? x[i] : (x[i] == x[i] ? 0.0f : x[i]);
+    }
+}

@@ -1,0 +1,200 @@
+/*
+ * gptc.h - the C API of gptc: the GPT-2 model of chapter 4 of
+ * "Build a Large Language Model (From Scratch)" as plain C functions.
+ *
+ * Conventions shared by every function below:
+ *  - tensors are contiguous row-major float32 buffers; shapes are passed
+ *    explicitly and named as in the book (B batch, T sequence length,
+ *    C emb_dim, NH heads, V vocabulary);
+ *  - weights are laid out exactly as PyTorch stores them, so a state dict
+ *    moves between the book's model and gptc without any transposition
+ *    (a Linear weight is [out_features, in_features]);
+ *  - functions never allocate inside their loops and never check their
+ *    arguments: the Python binding (module.c) validates shapes, dtypes and
+ *    token ids before calling in, and the C code trusts it.
+ */
+#ifndef GPTC_H
+#define GPTC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------
+ * rng.c - PyTorch's default CPU generator, reproduced draw for draw.
+ *
+ * torch.manual_seed(s) seeds a 32-bit Mersenne Twister (mt19937); every
+ * random tensor the chapter prints (weights, torch.rand/randn, dropout
+ * masks) is a deterministic transformation of that stream. gptc keeps the
+ * same state and applies the same transformations in the same order, so
+ * gptc.manual_seed(123) reproduces the book's numbers without PyTorch.
+ * ---------------------------------------------------------------------- */
+#define GPTC_MT_N 624
+/* Size in bytes of the serialised generator state. It is the byte layout
+ * of torch.get_rng_state() for the CPU generator, so a state can move
+ * between PyTorch and gptc in both directions. */
+#define GPTC_RNG_STATE_BYTES 5056
+
+typedef struct gptc_generator {
+    uint64_t seed;                /* what initial_seed() reports */
+    uint32_t state[GPTC_MT_N];    /* mt19937 state words */
+    int32_t left;                 /* draws left before the next twist */
+    int32_t next;                 /* index of the next state word */
+    int32_t seeded;
+    /* Box-Muller spare values, cached between calls as PyTorch caches them */
+    int32_t has_next_double_normal;
+    double next_double_normal;
+    int32_t has_next_float_normal;
+    float next_float_normal;
+} gptc_generator;
+
+/* PyTorch's default seed for a fresh process (what torch.initial_seed()
+ * reports before any manual_seed call). */
+#define GPTC_DEFAULT_SEED 67280421310721ULL
+
+void gptc_generator_seed(gptc_generator *g, uint64_t seed);
+uint32_t gptc_random_u32(gptc_generator *g);
+uint64_t gptc_random_u64(gptc_generator *g);
+/* torch.rand / Tensor.uniform_(from, to) on a contiguous float32 tensor.
+ * from/to are the Python floats as given (PyTorch narrows them to float
+ * itself); the caller checks from <= to. */
+void gptc_uniform_f32(gptc_generator *g, float *out, size_t n, double from, double to);
+/* torch.randn / Tensor.normal_(mean, std) on a contiguous float32 tensor,
+ * including PyTorch's two code paths (n < 16 and n >= 16). mean/std are
+ * doubles because the n < 16 path computes in double with them unrounded;
+ * the caller checks std >= 0. */
+void gptc_normal_f32(gptc_generator *g, float *out, size_t n, double mean, double std);
+/* Tensor.bernoulli_(p) on a contiguous float32 tensor, as PyTorch's CPU
+ * kernel does it when it does not call MKL: out[i] is 1.0f or 0.0f. */
+void gptc_bernoulli_f32(gptc_generator *g, float *out, size_t n, double p);
+/* Serialise to / restore from torch.get_rng_state()'s byte layout.
+ * gptc_generator_set_state returns 0 on success, -1 if the bytes do not
+ * describe a valid state (the generator is then left unchanged). */
+void gptc_generator_get_state(const gptc_generator *g, uint8_t out[GPTC_RNG_STATE_BYTES]);
+int gptc_generator_set_state(gptc_generator *g, const uint8_t in[GPTC_RNG_STATE_BYTES]);
+
+/* ------------------------------------------------------------------------
+ * threads.c - how many threads the parallel loops use.
+ * ---------------------------------------------------------------------- */
+void gptc_set_num_threads(int n);   /* n >= 1 */
+int gptc_get_num_threads(void);
+
+/* ------------------------------------------------------------------------
+ * One function per layer of the chapter-4 model. Each takes its output
+ * buffer first, then its inputs, then the shape.
+ * ---------------------------------------------------------------------- */
+
+/* embedding.c: out[i, :] = weight[idx[i], :] for i < n (nn.Embedding). */
+void gptc_embedding_forward(float *out, const int64_t *idx, const float *weight,
+                            size_t n, int C);
+/* embedding.c: the model's input, out[b, t, :] = tok_emb[idx[b, t]] + pos_emb[t]. */
+void gptc_encoder_forward(float *out, const int64_t *idx, const float *tok_emb,
+                          const float *pos_emb, int B, int T, int C);
+
+/* layernorm.c: over the last axis of N rows of C values, biased variance. */
+void gptc_layernorm_forward(float *out, const float *x, const float *scale,
+                            const float *shift, size_t N, int C, float eps);
+
+/* gelu.c: the tanh approximation the book uses, elementwise. */
+void gptc_gelu_forward(float *out, const float *x, size_t n);
+/* relu, elementwise (the chapter's ReLU comparison and Sequential example). */
+void gptc_relu_forward(float *out, const float *x, size_t n);
+
+/* matmul.c: out[M, N] = x[M, K] . weight[N, K]^T + bias[N] (bias may be NULL). */
+void gptc_linear_forward(float *out, const float *x, const float *weight,
+                         const float *bias, int M, int K, int N);
+/* Which kernel gptc_linear_forward runs: "avx512", "avx2" or "generic". */
+const char *gptc_isa_name(void);
+
+/* softmax.c: row-wise softmax over N rows of C values. */
+void gptc_softmax_forward(float *out, const float *x, size_t N, int C);
+
+/* residual.c: out = a + b, elementwise (out may alias a or b). */
+void gptc_residual_forward(float *out, const float *a, const float *b, size_t n);
+
+/* dropout.c: inverted dropout as PyTorch's CPU kernel does it: a mask is
+ * drawn with bernoulli(1 - p) over the whole tensor in order and kept
+ * values are scaled by 1 / (1 - p). p == 0 copies x (no draws); p == 1
+ * zeroes it (no draws). out may alias x. */
+void gptc_dropout_forward(float *out, const float *x, size_t n, double p,
+                          gptc_generator *g);
+
+/* attention.c: the causal core of multi-head attention. q, k, v are
+ * (B, T, NH * HS) as the Linear projections produce them; out is the
+ * heads merged back into (B, T, NH * HS), ready for out_proj.
+ * With dropout_p > 0 the attention weights go through dropout drawn from
+ * g over the whole (B, NH, T, T) tensor, as the book's nn.Dropout does.
+ * The loop runs on nthreads threads; scratch must hold
+ * gptc_attention_scratch_floats(B, T, NH, dropout_p, nthreads) floats. */
+size_t gptc_attention_scratch_floats(int B, int T, int NH, double dropout_p,
+                                     int nthreads);
+void gptc_attention_forward(float *out, const float *q, const float *k, const float *v,
+                            int B, int T, int NH, int HS, double dropout_p,
+                            gptc_generator *g, float *scratch, int nthreads);
+
+/* The weights of MultiHeadAttention, by the book's attribute names.
+ * The q/k/v biases are NULL when qkv_bias=False. */
+typedef struct gptc_attention_params {
+    const float *w_query, *b_query;   /* [d_out, d_in], [d_out] */
+    const float *w_key, *b_key;
+    const float *w_value, *b_value;
+    const float *w_out, *b_out;       /* out_proj: [d_out, d_out], [d_out] */
+} gptc_attention_params;
+
+/* attention.c: the whole MultiHeadAttention module: projections, causal
+ * attention, out_proj. x is (B, T, d_in), out is (B, T, d_out).
+ * Allocates its scratch once; returns 0, or -1 if memory ran out. */
+int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p,
+                     int B, int T, int d_in, int d_out, int NH, double dropout_p,
+                     gptc_generator *g);
+
+/* feedforward.c: FeedForward: Linear(C, H) -> GELU -> Linear(H, C).
+ * x and out are (N, C); hidden is N * H floats of scratch. */
+void gptc_feedforward_forward(float *out, const float *x,
+                              const float *w_fc, const float *b_fc,
+                              const float *w_proj, const float *b_proj,
+                              int N, int C, int H, float *hidden);
+
+/* ------------------------------------------------------------------------
+ * model.c - the whole GPTModel forward in one call.
+ * ---------------------------------------------------------------------- */
+typedef struct gptc_block_params {
+    const float *norm1_scale, *norm1_shift;
+    float norm1_eps;
+    gptc_attention_params att;
+    double att_dropout;              /* attention-weight dropout (0 in eval) */
+    const float *norm2_scale, *norm2_shift;
+    float norm2_eps;
+    const float *w_fc, *b_fc;        /* ff.layers[0]: [H, C], [H] */
+    const float *w_proj, *b_proj;    /* ff.layers[2]: [C, H], [C] */
+    int hidden;                      /* H, 4 * C in the book */
+    double shortcut_dropout;         /* drop_shortcut (0 in eval) */
+} gptc_block_params;
+
+typedef struct gptc_model_params {
+    int vocab_size, context_length, emb_dim, n_heads, n_layers;
+    const float *tok_emb;            /* [V, C] */
+    const float *pos_emb;            /* [context_length, C] */
+    double emb_dropout;              /* drop_emb (0 in eval) */
+    const gptc_block_params *blocks; /* n_layers of them */
+    const float *final_scale, *final_shift;
+    float final_eps;
+    const float *out_head_w;         /* [V, C]; may be tok_emb (weight tying) */
+    const float *out_head_b;         /* [V] or NULL (the book has no bias) */
+} gptc_model_params;
+
+/* Logits (B, T, V) for token ids idx (B, T). Every id must be in
+ * [0, vocab_size) and T <= context_length (the binding checks both).
+ * Dropout draws from g in the order PyTorch's modules would. The
+ * activations of one block at a time live in one scratch allocation made
+ * at the start of the call; returns 0, or -1 if that allocation failed. */
+int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params *m,
+                     int B, int T, gptc_generator *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* GPTC_H */

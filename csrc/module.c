@@ -1,0 +1,867 @@
+/*
+ * module.c - the CPython / NumPy binding of gptc (the extension gptc._C).
+ *
+ * This file holds no math. Each function here checks its arguments (types,
+ * dtypes, shapes, token id ranges, sizes), allocates the output array,
+ * releases the GIL and calls one function of gptc.h. Bad input raises a
+ * Python exception that names the argument, the value and what was
+ * expected, so the C functions behind it can trust what they receive.
+ *
+ * Arrays must arrive as they will be used: float32 (token ids: int64),
+ * C-contiguous and aligned. The Python classes in gptc.nn convert user
+ * input into that form; weights (gptc.nn.Parameter) already have it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <limits.h>
+#include <string.h>
+
+#include "gptc.h"
+
+/* ------------------------------------------------------------------------
+ * Argument checking
+ * ---------------------------------------------------------------------- */
+
+/* "(2, 4, 768)" for an error message. */
+static PyObject *shape_str(int ndim, const npy_intp *dims)
+{
+    PyObject *parts = PyList_New(ndim);
+    if (parts == NULL) return NULL;
+    for (int i = 0; i < ndim; i++) {
+        PyObject *d = PyUnicode_FromFormat("%zd", (Py_ssize_t)dims[i]);
+        if (d == NULL) { Py_DECREF(parts); return NULL; }
+        PyList_SET_ITEM(parts, i, d);
+    }
+    PyObject *sep = PyUnicode_FromString(", ");
+    PyObject *joined = sep ? PyUnicode_Join(sep, parts) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(parts);
+    if (joined == NULL) return NULL;
+    PyObject *res = PyUnicode_FromFormat(ndim == 1 ? "(%U,)" : "(%U)", joined);
+    Py_DECREF(joined);
+    return res;
+}
+
+/* obj must be an ndarray of the given type, C-contiguous and aligned, with
+ * ndim dimensions (ndim < 0: any). Returns it (borrowed) or NULL with a
+ * TypeError/ValueError naming `name`. */
+static PyArrayObject *check_array(PyObject *obj, const char *name, int typenum, int ndim)
+{
+    const char *tname = typenum == NPY_FLOAT32 ? "float32" : "int64";
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a %s NumPy array, got %s", name, tname,
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    PyArrayObject *a = (PyArrayObject *)obj;
+    if (PyArray_TYPE(a) != typenum) {
+        PyErr_Format(PyExc_TypeError, "%s must have dtype %s, got %S", name, tname,
+                     (PyObject *)PyArray_DESCR(a));
+        return NULL;
+    }
+    if (!PyArray_IS_C_CONTIGUOUS(a) || !PyArray_ISALIGNED(a)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be a C-contiguous, aligned array (use numpy.ascontiguousarray)",
+                     name);
+        return NULL;
+    }
+    if (ndim >= 0 && PyArray_NDIM(a) != ndim) {
+        PyObject *s = shape_str(PyArray_NDIM(a), PyArray_DIMS(a));
+        if (s != NULL) {
+            PyErr_Format(PyExc_ValueError, "%s must have %d dimension%s, got shape %U", name,
+                         ndim, ndim == 1 ? "" : "s", s);
+            Py_DECREF(s);
+        }
+        return NULL;
+    }
+    return a;
+}
+
+/* a's shape must equal expected (same ndim as a). */
+static int check_shape(PyArrayObject *a, const char *name, int ndim, const npy_intp *expected)
+{
+    int ok = PyArray_NDIM(a) == ndim;
+    for (int i = 0; ok && i < ndim; i++) {
+        ok = PyArray_DIM(a, i) == expected[i];
+    }
+    if (ok) return 0;
+    PyObject *got = shape_str(PyArray_NDIM(a), PyArray_DIMS(a));
+    PyObject *want = shape_str(ndim, expected);
+    if (got != NULL && want != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s has shape %U, expected %U", name, got, want);
+    }
+    Py_XDECREF(got);
+    Py_XDECREF(want);
+    return -1;
+}
+
+/* A float32 array of the given shape, or None (returns NULL pointer in *out). */
+static int optional_f32(PyObject *obj, const char *name, int ndim, const npy_intp *shape,
+                        const float **out)
+{
+    *out = NULL;
+    if (obj == Py_None) return 0;
+    PyArrayObject *a = check_array(obj, name, NPY_FLOAT32, ndim);
+    if (a == NULL || check_shape(a, name, ndim, shape) < 0) return -1;
+    *out = (const float *)PyArray_DATA(a);
+    return 0;
+}
+
+static int required_f32(PyObject *obj, const char *name, int ndim, const npy_intp *shape,
+                        const float **out)
+{
+    if (obj == Py_None) {
+        PyErr_Format(PyExc_TypeError, "%s must be a float32 NumPy array, got None", name);
+        return -1;
+    }
+    return optional_f32(obj, name, ndim, shape, out);
+}
+
+/* Every dimension used by the C code is an int; refuse anything larger. */
+static int fits_int(Py_ssize_t v, const char *what)
+{
+    if (v < 0 || v > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "%s = %zd is too large for gptc (at most %d)", what, v,
+                     INT_MAX);
+        return 0;
+    }
+    return 1;
+}
+
+static int check_dropout(double p, const char *name)
+{
+    if (!(p >= 0.0 && p <= 1.0)) {
+        char *text = PyOS_double_to_string(p, 'r', 0, 0, NULL);
+        PyErr_Format(PyExc_ValueError, "%s must be a probability in [0, 1], got %s", name,
+                     text != NULL ? text : "?");
+        PyMem_Free(text);
+        return -1;
+    }
+    return 0;
+}
+
+/* Every id in [0, vocab); the error names the first bad one and where it is. */
+static int check_token_ids(PyArrayObject *idx, const char *name, npy_intp vocab)
+{
+    const int64_t *ids = (const int64_t *)PyArray_DATA(idx);
+    npy_intp n = PyArray_SIZE(idx);
+    for (npy_intp i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= vocab) {
+            PyErr_Format(PyExc_IndexError,
+                         "%s contains token id %lld at flat position %zd, outside the "
+                         "vocabulary: ids must be in [0, %zd) for vocab_size %zd",
+                         name, (long long)ids[i], (Py_ssize_t)i, (Py_ssize_t)vocab,
+                         (Py_ssize_t)vocab);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyArrayObject *new_f32(int ndim, const npy_intp *dims)
+{
+    return (PyArrayObject *)PyArray_SimpleNew(ndim, (npy_intp *)dims, NPY_FLOAT32);
+}
+
+/* ------------------------------------------------------------------------
+ * Generator: gptc_generator plus a lock, since the forward pass draws
+ * dropout masks with the GIL released.
+ * ---------------------------------------------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    gptc_generator gen;
+    PyThread_type_lock lock;
+} GeneratorObject;
+
+static PyTypeObject GeneratorType;
+
+static void lock_generator(GeneratorObject *g)
+{
+    if (!PyThread_acquire_lock(g->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(g->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static void unlock_generator(GeneratorObject *g)
+{
+    PyThread_release_lock(g->lock);
+}
+
+static PyObject *Generator_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, ":Generator", kwlist)) return NULL;
+    GeneratorObject *self = (GeneratorObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    self->lock = PyThread_allocate_lock();
+    if (self->lock == NULL) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    gptc_generator_seed(&self->gen, GPTC_DEFAULT_SEED);
+    return (PyObject *)self;
+}
+
+static void Generator_dealloc(GeneratorObject *self)
+{
+    if (self->lock != NULL) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *Generator_manual_seed(GeneratorObject *self, PyObject *arg)
+{
+    /* PyTorch accepts any integer in [-2**63, 2**64) and keeps it modulo 2**64. */
+    PyObject *num = PyNumber_Index(arg);
+    if (num == NULL) {
+        PyErr_Format(PyExc_TypeError, "seed must be an integer, got %s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    unsigned long long seed = PyLong_AsUnsignedLongLong(num);
+    if (seed == (unsigned long long)-1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        long long s = PyLong_AsLongLong(num);
+        if (s == -1 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_ValueError, "seed must be in [-2**63, 2**64), got %R", num);
+            Py_DECREF(num);
+            return NULL;
+        }
+        seed = (unsigned long long)s;
+    }
+    Py_DECREF(num);
+    lock_generator(self);
+    gptc_generator_seed(&self->gen, (uint64_t)seed);
+    unlock_generator(self);
+    Py_INCREF(self);
+    return (PyObject *)self;
+}
+
+static PyObject *Generator_initial_seed(GeneratorObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromUnsignedLongLong(self->gen.seed);
+}
+
+static PyObject *Generator_get_state(GeneratorObject *self, PyObject *Py_UNUSED(ignored))
+{
+    npy_intp dims[1] = {GPTC_RNG_STATE_BYTES};
+    PyArrayObject *out = (PyArrayObject *)PyArray_ZEROS(1, dims, NPY_UINT8, 0);
+    if (out == NULL) return NULL;
+    lock_generator(self);
+    gptc_generator_get_state(&self->gen, (uint8_t *)PyArray_DATA(out));
+    unlock_generator(self);
+    return (PyObject *)out;
+}
+
+static PyObject *Generator_set_state(GeneratorObject *self, PyObject *arg)
+{
+    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(arg, NPY_UINT8, 1, 1,
+                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    if (a == NULL) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError,
+                     "state must be a 1-D uint8 array (or bytes) of %d bytes, as "
+                     "Generator.get_state() returns, got %s",
+                     GPTC_RNG_STATE_BYTES, Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    if (PyArray_SIZE(a) != GPTC_RNG_STATE_BYTES) {
+        PyErr_Format(PyExc_ValueError, "state must hold %d bytes, got %zd", GPTC_RNG_STATE_BYTES,
+                     (Py_ssize_t)PyArray_SIZE(a));
+        Py_DECREF(a);
+        return NULL;
+    }
+    lock_generator(self);
+    int rc = gptc_generator_set_state(&self->gen, (const uint8_t *)PyArray_DATA(a));
+    unlock_generator(self);
+    Py_DECREF(a);
+    if (rc != 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "state is not a valid generator state (corrupt or not from "
+                        "Generator.get_state() / torch.get_rng_state())");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Generator_methods[] = {
+    {"manual_seed", (PyCFunction)Generator_manual_seed, METH_O,
+     "manual_seed(seed) -> Generator\n\nSeed the generator as torch.Generator.manual_seed "
+     "does; returns the generator."},
+    {"initial_seed", (PyCFunction)Generator_initial_seed, METH_NOARGS,
+     "initial_seed() -> int\n\nThe seed the generator was last seeded with."},
+    {"get_state", (PyCFunction)Generator_get_state, METH_NOARGS,
+     "get_state() -> numpy.ndarray\n\nThe full state as 5056 uint8 values, in the byte "
+     "layout of torch.get_rng_state()."},
+    {"set_state", (PyCFunction)Generator_set_state, METH_O,
+     "set_state(state)\n\nRestore a state from get_state() (or torch.get_rng_state())."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject GeneratorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gptc.Generator",
+    .tp_basicsize = sizeof(GeneratorObject),
+    .tp_dealloc = (destructor)Generator_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Generator()\n\nPyTorch's default CPU random generator (a 32-bit Mersenne "
+              "Twister), reproduced draw for draw: after the same seed it produces the "
+              "same rand/randn values, weights and dropout masks as PyTorch.",
+    .tp_methods = Generator_methods,
+    .tp_new = Generator_new,
+};
+
+static GeneratorObject *as_generator(PyObject *obj)
+{
+    if (!PyObject_TypeCheck(obj, &GeneratorType)) {
+        PyErr_Format(PyExc_TypeError, "generator must be a gptc.Generator, got %s",
+                     Py_TYPE(obj)->tp_name);
+        return NULL;
+    }
+    return (GeneratorObject *)obj;
+}
+
+/* ------------------------------------------------------------------------
+ * Random fills: uniform_, normal_, bernoulli_ on a float32 array in place.
+ * ---------------------------------------------------------------------- */
+static PyArrayObject *writable_f32(PyObject *obj, const char *name)
+{
+    PyArrayObject *a = check_array(obj, name, NPY_FLOAT32, -1);
+    if (a == NULL) return NULL;
+    if (!PyArray_ISWRITEABLE(a)) {
+        PyErr_Format(PyExc_ValueError, "%s must be writable", name);
+        return NULL;
+    }
+    return a;
+}
+
+static PyObject *py_uniform_(PyObject *self, PyObject *args)
+{
+    PyObject *out_obj, *gen_obj;
+    double from, to;
+    if (!PyArg_ParseTuple(args, "OddO:uniform_", &out_obj, &from, &to, &gen_obj)) return NULL;
+    PyArrayObject *out = writable_f32(out_obj, "tensor");
+    GeneratorObject *g = as_generator(gen_obj);
+    if (out == NULL || g == NULL) return NULL;
+    if (!(from <= to)) {
+        PyErr_Format(PyExc_ValueError, "uniform_ expects from <= to, got from=%R, to=%R",
+                     PyTuple_GET_ITEM(args, 1), PyTuple_GET_ITEM(args, 2));
+        return NULL;
+    }
+    lock_generator(g);
+    gptc_uniform_f32(&g->gen, (float *)PyArray_DATA(out), (size_t)PyArray_SIZE(out),
+                     (float)from, (float)to);
+    unlock_generator(g);
+    Py_INCREF(out_obj);
+    return out_obj;
+}
+
+static PyObject *py_normal_(PyObject *self, PyObject *args)
+{
+    PyObject *out_obj, *gen_obj;
+    double mean, std;
+    if (!PyArg_ParseTuple(args, "OddO:normal_", &out_obj, &mean, &std, &gen_obj)) return NULL;
+    PyArrayObject *out = writable_f32(out_obj, "tensor");
+    GeneratorObject *g = as_generator(gen_obj);
+    if (out == NULL || g == NULL) return NULL;
+    if (!(std >= 0.0)) {
+        PyErr_Format(PyExc_ValueError, "normal_ expects std >= 0, got std=%R",
+                     PyTuple_GET_ITEM(args, 2));
+        return NULL;
+    }
+    lock_generator(g);
+    gptc_normal_f32(&g->gen, (float *)PyArray_DATA(out), (size_t)PyArray_SIZE(out),
+                    (float)mean, (float)std);
+    unlock_generator(g);
+    Py_INCREF(out_obj);
+    return out_obj;
+}
+
+static PyObject *py_bernoulli_(PyObject *self, PyObject *args)
+{
+    PyObject *out_obj, *gen_obj;
+    double p;
+    if (!PyArg_ParseTuple(args, "OdO:bernoulli_", &out_obj, &p, &gen_obj)) return NULL;
+    PyArrayObject *out = writable_f32(out_obj, "tensor");
+    GeneratorObject *g = as_generator(gen_obj);
+    if (out == NULL || g == NULL || check_dropout(p, "p") < 0) return NULL;
+    lock_generator(g);
+    gptc_bernoulli_f32(&g->gen, (float *)PyArray_DATA(out), (size_t)PyArray_SIZE(out), p);
+    unlock_generator(g);
+    Py_INCREF(out_obj);
+    return out_obj;
+}
+
+/* ------------------------------------------------------------------------
+ * Layers
+ * ---------------------------------------------------------------------- */
+
+/* Last-axis length and number of rows of x; x must have at least 1 dim. */
+static int rows_and_width(PyArrayObject *x, const char *name, npy_intp *rows, npy_intp *width)
+{
+    int nd = PyArray_NDIM(x);
+    if (nd < 1) {
+        PyErr_Format(PyExc_ValueError, "%s must have at least 1 dimension, got a scalar", name);
+        return -1;
+    }
+    *width = PyArray_DIM(x, nd - 1);
+    *rows = *width == 0 ? 0 : PyArray_SIZE(x) / *width;
+    if (!fits_int(*width, "last dimension") || !fits_int(*rows, "number of rows")) return -1;
+    return 0;
+}
+
+/* x's last dimension must be `want`. */
+static int check_last_dim(PyArrayObject *x, const char *name, npy_intp want)
+{
+    npy_intp got = PyArray_DIM(x, PyArray_NDIM(x) - 1);
+    if (got == want) return 0;
+    PyObject *s = shape_str(PyArray_NDIM(x), PyArray_DIMS(x));
+    if (s != NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s has shape %U: its last dimension is %zd, expected %zd", name, s,
+                     (Py_ssize_t)got, (Py_ssize_t)want);
+        Py_DECREF(s);
+    }
+    return -1;
+}
+
+static PyObject *py_linear(PyObject *self, PyObject *args)
+{
+    PyObject *x_obj, *w_obj, *b_obj;
+    if (!PyArg_ParseTuple(args, "OOO:linear", &x_obj, &w_obj, &b_obj)) return NULL;
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
+    PyArrayObject *w = check_array(w_obj, "weight", NPY_FLOAT32, 2);
+    if (x == NULL || w == NULL) return NULL;
+    npy_intp rows, K, N = PyArray_DIM(w, 0);
+    if (rows_and_width(x, "input", &rows, &K) < 0) return NULL;
+    if (check_last_dim(x, "input", PyArray_DIM(w, 1)) < 0) return NULL;
+    if (!fits_int(N, "out_features")) return NULL;
+    const float *bias;
+    npy_intp bshape[1] = {N};
+    if (optional_f32(b_obj, "bias", 1, bshape, &bias) < 0) return NULL;
+
+    npy_intp dims[NPY_MAXDIMS];
+    int nd = PyArray_NDIM(x);
+    memcpy(dims, PyArray_DIMS(x), nd * sizeof(npy_intp));
+    dims[nd - 1] = N;
+    PyArrayObject *out = new_f32(nd, dims);
+    if (out == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_linear_forward((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
+                        (const float *)PyArray_DATA(w), bias, (int)rows, (int)K, (int)N);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+static PyObject *py_layer_norm(PyObject *self, PyObject *args)
+{
+    PyObject *x_obj, *scale_obj, *shift_obj;
+    double eps;
+    if (!PyArg_ParseTuple(args, "OOOd:layer_norm", &x_obj, &scale_obj, &shift_obj, &eps))
+        return NULL;
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
+    if (x == NULL) return NULL;
+    npy_intp rows, C;
+    if (rows_and_width(x, "input", &rows, &C) < 0) return NULL;
+    const float *scale, *shift;
+    PyArrayObject *sc = check_array(scale_obj, "scale", NPY_FLOAT32, 1);
+    if (sc == NULL) return NULL;
+    if (check_last_dim(x, "input", PyArray_DIM(sc, 0)) < 0) return NULL;
+    npy_intp shape[1] = {C};
+    if (required_f32(scale_obj, "scale", 1, shape, &scale) < 0 ||
+        required_f32(shift_obj, "shift", 1, shape, &shift) < 0)
+        return NULL;
+    if (!(eps > 0.0)) {
+        PyErr_Format(PyExc_ValueError, "eps must be positive, got %R", PyTuple_GET_ITEM(args, 3));
+        return NULL;
+    }
+    PyArrayObject *out = new_f32(PyArray_NDIM(x), PyArray_DIMS(x));
+    if (out == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_layernorm_forward((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x), scale,
+                           shift, (size_t)rows, (int)C, (float)eps);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+typedef void (*elementwise_fn)(float *out, const float *x, size_t n);
+
+static PyObject *elementwise(PyObject *x_obj, elementwise_fn fn)
+{
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
+    if (x == NULL) return NULL;
+    PyArrayObject *out = new_f32(PyArray_NDIM(x), PyArray_DIMS(x));
+    if (out == NULL) return NULL;
+    size_t n = (size_t)PyArray_SIZE(x);
+    Py_BEGIN_ALLOW_THREADS
+    fn((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x), n);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+static PyObject *py_gelu(PyObject *self, PyObject *x) { return elementwise(x, gptc_gelu_forward); }
+static PyObject *py_relu(PyObject *self, PyObject *x) { return elementwise(x, gptc_relu_forward); }
+
+static PyObject *py_softmax(PyObject *self, PyObject *x_obj)
+{
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
+    if (x == NULL) return NULL;
+    npy_intp rows, C;
+    if (rows_and_width(x, "input", &rows, &C) < 0) return NULL;
+    PyArrayObject *out = new_f32(PyArray_NDIM(x), PyArray_DIMS(x));
+    if (out == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_softmax_forward((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
+                         (size_t)rows, (int)C);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+static PyObject *py_dropout(PyObject *self, PyObject *args)
+{
+    PyObject *x_obj, *gen_obj;
+    double p;
+    if (!PyArg_ParseTuple(args, "OdO:dropout", &x_obj, &p, &gen_obj)) return NULL;
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
+    GeneratorObject *g = as_generator(gen_obj);
+    if (x == NULL || g == NULL || check_dropout(p, "p") < 0) return NULL;
+    PyArrayObject *out = new_f32(PyArray_NDIM(x), PyArray_DIMS(x));
+    if (out == NULL) return NULL;
+    size_t n = (size_t)PyArray_SIZE(x);
+    lock_generator(g);
+    Py_BEGIN_ALLOW_THREADS
+    gptc_dropout_forward((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x), n, p,
+                         &g->gen);
+    Py_END_ALLOW_THREADS
+    unlock_generator(g);
+    return (PyObject *)out;
+}
+
+static PyObject *py_embedding(PyObject *self, PyObject *args)
+{
+    PyObject *idx_obj, *w_obj;
+    if (!PyArg_ParseTuple(args, "OO:embedding", &idx_obj, &w_obj)) return NULL;
+    PyArrayObject *idx = check_array(idx_obj, "input", NPY_INT64, -1);
+    PyArrayObject *w = check_array(w_obj, "weight", NPY_FLOAT32, 2);
+    if (idx == NULL || w == NULL) return NULL;
+    npy_intp V = PyArray_DIM(w, 0), C = PyArray_DIM(w, 1);
+    if (!fits_int(C, "embedding_dim") || check_token_ids(idx, "input", V) < 0) return NULL;
+    int nd = PyArray_NDIM(idx);
+    if (nd + 1 > NPY_MAXDIMS) {
+        PyErr_SetString(PyExc_ValueError, "input has too many dimensions");
+        return NULL;
+    }
+    npy_intp dims[NPY_MAXDIMS];
+    memcpy(dims, PyArray_DIMS(idx), nd * sizeof(npy_intp));
+    dims[nd] = C;
+    PyArrayObject *out = new_f32(nd + 1, dims);
+    if (out == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_embedding_forward((float *)PyArray_DATA(out), (const int64_t *)PyArray_DATA(idx),
+                           (const float *)PyArray_DATA(w), (size_t)PyArray_SIZE(idx), (int)C);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+/* Fill *p from the eight MultiHeadAttention weights; q/k/v biases may be None. */
+static int parse_attention_params(PyObject *const *w, npy_intp d_in, npy_intp d_out,
+                                  gptc_attention_params *p, const char *prefix)
+{
+    char name[160];
+    npy_intp wshape[2] = {d_out, d_in}, oshape[2] = {d_out, d_out}, bshape[1] = {d_out};
+#define NAMED(s) (snprintf(name, sizeof(name), "%s%s", prefix, s), name)
+    if (required_f32(w[0], NAMED("W_query.weight"), 2, wshape, &p->w_query) < 0) return -1;
+    if (optional_f32(w[1], NAMED("W_query.bias"), 1, bshape, &p->b_query) < 0) return -1;
+    if (required_f32(w[2], NAMED("W_key.weight"), 2, wshape, &p->w_key) < 0) return -1;
+    if (optional_f32(w[3], NAMED("W_key.bias"), 1, bshape, &p->b_key) < 0) return -1;
+    if (required_f32(w[4], NAMED("W_value.weight"), 2, wshape, &p->w_value) < 0) return -1;
+    if (optional_f32(w[5], NAMED("W_value.bias"), 1, bshape, &p->b_value) < 0) return -1;
+    if (required_f32(w[6], NAMED("out_proj.weight"), 2, oshape, &p->w_out) < 0) return -1;
+    if (optional_f32(w[7], NAMED("out_proj.bias"), 1, bshape, &p->b_out) < 0) return -1;
+#undef NAMED
+    return 0;
+}
+
+static PyObject *py_multihead_attention(PyObject *self, PyObject *args)
+{
+    PyObject *x_obj, *w[8], *gen_obj;
+    int num_heads;
+    double p;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOidO:multihead_attention", &x_obj, &w[0], &w[1],
+                          &w[2], &w[3], &w[4], &w[5], &w[6], &w[7], &num_heads, &p, &gen_obj))
+        return NULL;
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, 3);
+    GeneratorObject *g = as_generator(gen_obj);
+    if (x == NULL || g == NULL || check_dropout(p, "dropout") < 0) return NULL;
+    PyArrayObject *wq = check_array(w[0], "W_query.weight", NPY_FLOAT32, 2);
+    if (wq == NULL) return NULL;
+    npy_intp B = PyArray_DIM(x, 0), T = PyArray_DIM(x, 1);
+    npy_intp d_in = PyArray_DIM(wq, 1), d_out = PyArray_DIM(wq, 0);
+    if (check_last_dim(x, "input", d_in) < 0) return NULL;
+    if (num_heads <= 0 || d_out % num_heads != 0) {
+        PyErr_Format(PyExc_ValueError, "d_out (%zd) must be divisible by num_heads (%d)",
+                     (Py_ssize_t)d_out, num_heads);
+        return NULL;
+    }
+    if (!fits_int(B * T, "batch * num_tokens") || !fits_int(d_in, "d_in") ||
+        !fits_int(d_out, "d_out"))
+        return NULL;
+    gptc_attention_params params;
+    if (parse_attention_params(w, d_in, d_out, &params, "") < 0) return NULL;
+    npy_intp dims[3] = {B, T, d_out};
+    PyArrayObject *out = new_f32(3, dims);
+    if (out == NULL) return NULL;
+    int rc;
+    lock_generator(g);
+    Py_BEGIN_ALLOW_THREADS
+    rc = gptc_mha_forward((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x), &params,
+                          (int)B, (int)T, (int)d_in, (int)d_out, num_heads, p, &g->gen);
+    Py_END_ALLOW_THREADS
+    unlock_generator(g);
+    if (rc != 0) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)out;
+}
+
+/* ------------------------------------------------------------------------
+ * The whole model in one call
+ * ---------------------------------------------------------------------- */
+
+/* Items of one block tuple, in the order gptc/model.py builds it. */
+enum {
+    BLK_NORM1_SCALE, BLK_NORM1_SHIFT, BLK_NORM1_EPS,
+    BLK_WQ, BLK_BQ, BLK_WK, BLK_BK, BLK_WV, BLK_BV, BLK_WO, BLK_BO,
+    BLK_ATT_DROPOUT,
+    BLK_NORM2_SCALE, BLK_NORM2_SHIFT, BLK_NORM2_EPS,
+    BLK_W_FC, BLK_B_FC, BLK_W_PROJ, BLK_B_PROJ,
+    BLK_SHORTCUT_DROPOUT,
+    BLK_NITEMS
+};
+
+static int parse_eps(PyObject *obj, const char *name, float *eps)
+{
+    double v = PyFloat_AsDouble(obj);
+    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (!(v > 0.0)) {
+        PyErr_Format(PyExc_ValueError, "%s must be positive, got %R", name, obj);
+        return -1;
+    }
+    *eps = (float)v;
+    return 0;
+}
+
+static int parse_probability(PyObject *obj, const char *name, double *p)
+{
+    *p = PyFloat_AsDouble(obj);
+    if (*p == -1.0 && PyErr_Occurred()) return -1;
+    return check_dropout(*p, name);
+}
+
+static int parse_block(PyObject *blk_obj, int l, npy_intp C, gptc_block_params *blk)
+{
+    char prefix[64], name[160];
+    snprintf(prefix, sizeof(prefix), "trf_blocks.%d.", l);
+#define NAMED(s) (snprintf(name, sizeof(name), "%s%s", prefix, s), name)
+    if (!PyTuple_Check(blk_obj) || PyTuple_GET_SIZE(blk_obj) != BLK_NITEMS) {
+        PyErr_Format(PyExc_TypeError, "block %d must be a tuple of %d items", l, BLK_NITEMS);
+        return -1;
+    }
+    PyObject *const *it = &PyTuple_GET_ITEM(blk_obj, 0);
+    npy_intp cshape[1] = {C};
+    if (required_f32(it[BLK_NORM1_SCALE], NAMED("norm1.scale"), 1, cshape, &blk->norm1_scale) < 0 ||
+        required_f32(it[BLK_NORM1_SHIFT], NAMED("norm1.shift"), 1, cshape, &blk->norm1_shift) < 0 ||
+        parse_eps(it[BLK_NORM1_EPS], NAMED("norm1.eps"), &blk->norm1_eps) < 0)
+        return -1;
+    char att_prefix[96];
+    snprintf(att_prefix, sizeof(att_prefix), "%satt.", prefix);
+    if (parse_attention_params(&it[BLK_WQ], C, C, &blk->att, att_prefix) < 0) return -1;
+    if (parse_probability(it[BLK_ATT_DROPOUT], NAMED("att.dropout.p"), &blk->att_dropout) < 0)
+        return -1;
+    if (required_f32(it[BLK_NORM2_SCALE], NAMED("norm2.scale"), 1, cshape, &blk->norm2_scale) < 0 ||
+        required_f32(it[BLK_NORM2_SHIFT], NAMED("norm2.shift"), 1, cshape, &blk->norm2_shift) < 0 ||
+        parse_eps(it[BLK_NORM2_EPS], NAMED("norm2.eps"), &blk->norm2_eps) < 0)
+        return -1;
+    PyArrayObject *wfc = check_array(it[BLK_W_FC], NAMED("ff.layers.0.weight"), NPY_FLOAT32, 2);
+    if (wfc == NULL) return -1;
+    npy_intp H = PyArray_DIM(wfc, 0);
+    if (!fits_int(H, "hidden size")) return -1;
+    npy_intp fc_shape[2] = {H, C}, proj_shape[2] = {C, H}, hshape[1] = {H};
+    if (required_f32(it[BLK_W_FC], NAMED("ff.layers.0.weight"), 2, fc_shape, &blk->w_fc) < 0 ||
+        optional_f32(it[BLK_B_FC], NAMED("ff.layers.0.bias"), 1, hshape, &blk->b_fc) < 0 ||
+        required_f32(it[BLK_W_PROJ], NAMED("ff.layers.2.weight"), 2, proj_shape, &blk->w_proj) < 0 ||
+        optional_f32(it[BLK_B_PROJ], NAMED("ff.layers.2.bias"), 1, cshape, &blk->b_proj) < 0)
+        return -1;
+    blk->hidden = (int)H;
+    if (parse_probability(it[BLK_SHORTCUT_DROPOUT], NAMED("drop_shortcut.p"),
+                          &blk->shortcut_dropout) < 0)
+        return -1;
+#undef NAMED
+    return 0;
+}
+
+static PyObject *py_gpt_forward(PyObject *self, PyObject *args)
+{
+    PyObject *idx_obj, *tok_obj, *pos_obj, *blocks_obj, *fscale_obj, *fshift_obj, *feps_obj;
+    PyObject *head_w_obj, *head_b_obj, *gen_obj;
+    int n_heads;
+    double emb_dropout;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOidO:gpt_forward", &idx_obj, &tok_obj, &pos_obj,
+                          &blocks_obj, &fscale_obj, &fshift_obj, &feps_obj, &head_w_obj,
+                          &head_b_obj, &n_heads, &emb_dropout, &gen_obj))
+        return NULL;
+    PyArrayObject *idx = check_array(idx_obj, "in_idx", NPY_INT64, 2);
+    PyArrayObject *tok = check_array(tok_obj, "tok_emb.weight", NPY_FLOAT32, 2);
+    PyArrayObject *pos = check_array(pos_obj, "pos_emb.weight", NPY_FLOAT32, 2);
+    GeneratorObject *g = as_generator(gen_obj);
+    if (idx == NULL || tok == NULL || pos == NULL || g == NULL) return NULL;
+    if (check_dropout(emb_dropout, "drop_emb.p") < 0) return NULL;
+    npy_intp B = PyArray_DIM(idx, 0), T = PyArray_DIM(idx, 1);
+    npy_intp V = PyArray_DIM(tok, 0), C = PyArray_DIM(tok, 1), ctx = PyArray_DIM(pos, 0);
+    if (B == 0 || T == 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "in_idx has shape (%zd, %zd): the batch and the sequence must each hold "
+                     "at least one token", (Py_ssize_t)B, (Py_ssize_t)T);
+        return NULL;
+    }
+    if (T > ctx) {
+        PyErr_Format(PyExc_ValueError,
+                     "in_idx holds sequences of %zd tokens, longer than the model's "
+                     "context_length %zd (crop the input to its last %zd tokens)",
+                     (Py_ssize_t)T, (Py_ssize_t)ctx, (Py_ssize_t)ctx);
+        return NULL;
+    }
+    npy_intp pshape[2] = {ctx, C};
+    const float *pos_data;
+    if (required_f32(pos_obj, "pos_emb.weight", 2, pshape, &pos_data) < 0) return NULL;
+    if (!fits_int(V, "vocab_size") || !fits_int(C, "emb_dim") || !fits_int(ctx, "context_length") ||
+        !fits_int(B * T, "batch * seq_len") || !fits_int(B * T * (C > 4 ? C : 4), "activation size"))
+        return NULL;
+    if (n_heads <= 0 || C % n_heads != 0) {
+        PyErr_Format(PyExc_ValueError, "emb_dim (%zd) must be divisible by n_heads (%d)",
+                     (Py_ssize_t)C, n_heads);
+        return NULL;
+    }
+    if (check_token_ids(idx, "in_idx", V) < 0) return NULL;
+
+    PyObject *blocks = PySequence_Fast(blocks_obj, "blocks must be a sequence of tuples");
+    if (blocks == NULL) return NULL;
+    Py_ssize_t L = PySequence_Fast_GET_SIZE(blocks);
+    gptc_block_params *bp = PyMem_Calloc(L > 0 ? (size_t)L : 1, sizeof(gptc_block_params));
+    if (bp == NULL) {
+        Py_DECREF(blocks);
+        return PyErr_NoMemory();
+    }
+    PyArrayObject *out = NULL;
+    for (Py_ssize_t l = 0; l < L; l++) {
+        if (parse_block(PySequence_Fast_GET_ITEM(blocks, l), (int)l, C, &bp[l]) < 0) goto done;
+    }
+    gptc_model_params m = {
+        .vocab_size = (int)V, .context_length = (int)ctx, .emb_dim = (int)C,
+        .n_heads = n_heads, .n_layers = (int)L,
+        .tok_emb = (const float *)PyArray_DATA(tok), .pos_emb = pos_data,
+        .emb_dropout = emb_dropout, .blocks = bp,
+    };
+    npy_intp cshape[1] = {C}, hshape[2] = {V, C}, hbshape[1] = {V};
+    if (required_f32(fscale_obj, "final_norm.scale", 1, cshape, &m.final_scale) < 0 ||
+        required_f32(fshift_obj, "final_norm.shift", 1, cshape, &m.final_shift) < 0 ||
+        parse_eps(feps_obj, "final_norm.eps", &m.final_eps) < 0 ||
+        required_f32(head_w_obj, "out_head.weight", 2, hshape, &m.out_head_w) < 0 ||
+        optional_f32(head_b_obj, "out_head.bias", 1, hbshape, &m.out_head_b) < 0)
+        goto done;
+
+    npy_intp dims[3] = {B, T, V};
+    out = new_f32(3, dims);
+    if (out == NULL) goto done;
+    int rc;
+    lock_generator(g);
+    Py_BEGIN_ALLOW_THREADS
+    rc = gptc_gpt_forward((float *)PyArray_DATA(out), (const int64_t *)PyArray_DATA(idx), &m,
+                          (int)B, (int)T, &g->gen);
+    Py_END_ALLOW_THREADS
+    unlock_generator(g);
+    if (rc != 0) {
+        Py_CLEAR(out);
+        PyErr_NoMemory();
+    }
+done:
+    PyMem_Free(bp);
+    Py_DECREF(blocks);
+    return (PyObject *)out;
+}
+
+/* ------------------------------------------------------------------------
+ * Threads and build information
+ * ---------------------------------------------------------------------- */
+static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
+{
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (n < 1 || n > 4096) {
+        PyErr_Format(PyExc_ValueError, "num_threads must be in [1, 4096], got %ld", n);
+        return NULL;
+    }
+    gptc_set_num_threads((int)n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyLong_FromLong(gptc_get_num_threads());
+}
+
+static PyObject *py_isa(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(gptc_isa_name());
+}
+
+static PyMethodDef module_methods[] = {
+    {"uniform_", py_uniform_, METH_VARARGS, "uniform_(tensor, from, to, generator)"},
+    {"normal_", py_normal_, METH_VARARGS, "normal_(tensor, mean, std, generator)"},
+    {"bernoulli_", py_bernoulli_, METH_VARARGS, "bernoulli_(tensor, p, generator)"},
+    {"linear", py_linear, METH_VARARGS, "linear(input, weight, bias_or_None)"},
+    {"layer_norm", py_layer_norm, METH_VARARGS, "layer_norm(input, scale, shift, eps)"},
+    {"gelu", py_gelu, METH_O, "gelu(input)"},
+    {"relu", py_relu, METH_O, "relu(input)"},
+    {"softmax", py_softmax, METH_O, "softmax(input): over the last axis"},
+    {"dropout", py_dropout, METH_VARARGS, "dropout(input, p, generator)"},
+    {"embedding", py_embedding, METH_VARARGS, "embedding(input_ids, weight)"},
+    {"multihead_attention", py_multihead_attention, METH_VARARGS,
+     "multihead_attention(input, Wq, bq, Wk, bk, Wv, bv, Wo, bo, num_heads, dropout, generator)"},
+    {"gpt_forward", py_gpt_forward, METH_VARARGS,
+     "gpt_forward(in_idx, tok_emb, pos_emb, blocks, final_scale, final_shift, final_eps, "
+     "out_head_w, out_head_b, n_heads, emb_dropout, generator)"},
+    {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
+    {"isa", py_isa, METH_NOARGS, "isa(): the matmul kernel in use (avx512, avx2, generic)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef moduledef = {
+    PyModuleDef_HEAD_INIT, "gptc._C",
+    "gptc's C core: the layers of the chapter-4 GPT model on float32 NumPy arrays.",
+    -1, module_methods,
+};
+
+PyMODINIT_FUNC PyInit__C(void)
+{
+    import_array();
+    if (PyType_Ready(&GeneratorType) < 0) return NULL;
+    PyObject *m = PyModule_Create(&moduledef);
+    if (m == NULL) return NULL;
+    Py_INCREF(&GeneratorType);
+    if (PyModule_AddObject(m, "Generator", (PyObject *)&GeneratorType) < 0) {
+        Py_DECREF(&GeneratorType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    if (PyModule_AddIntConstant(m, "RNG_STATE_BYTES", GPTC_RNG_STATE_BYTES) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,36 @@
+"""gptc: the GPT model of chapter 4 of "Build a Large Language Model (From Scratch)"
+in C, under a thin NumPy package with the book's names.
+
+    >>> import gptc
+    >>> gptc.manual_seed(123)
+    >>> model = gptc.GPTModel(gptc.GPT_CONFIG_124M)
+    >>> logits = model(batch)          # (batch, seq_len) ids -> (batch, seq_len, 50257)
+"""
+from . import _C, nn
+from .config import GPT2_SIZES, GPT_CONFIG_124M, check_config, gpt2_config
+from .generate import generate_text_simple
+from .nn import (DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, FeedForward, GPTModel,
+                 LayerNorm, MultiHeadAttention, TransformerBlock)
+from .random import (Generator, default_generator, get_rng_state, initial_seed, manual_seed,
+                     rand, randn, set_rng_state)
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n):
+    """Use ``n`` threads in gptc's parallel loops (default: the CPUs this
+    process may use, or OMP_NUM_THREADS)."""
+    _C.set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of threads gptc's parallel loops use."""
+    return _C.get_num_threads()
+
+
+__all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
+           "GPTModel", "DummyGPTModel", "TransformerBlock", "DummyTransformerBlock",
+           "MultiHeadAttention", "FeedForward", "LayerNorm", "DummyLayerNorm",
+           "generate_text_simple", "Generator", "default_generator", "manual_seed",
+           "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn",
+           "set_num_threads", "get_num_threads"]

@@ -1,0 +1,303 @@
+"""The chapter-4 GPT model: the book's classes, with the book's names.
+
+Reading order, as in the chapter: ``DummyGPTModel`` (4.1), ``LayerNorm`` and
+``GELU`` (layers.py), ``FeedForward`` (4.3), ``MultiHeadAttention`` (from
+chapter 3), ``TransformerBlock`` (4.5), ``GPTModel`` (4.6).
+
+Every module can be called on its own; ``GPTModel.forward`` runs the whole
+network in one C call (csrc/model.c) that reads the weights where these
+modules hold them.
+"""
+import numpy as np
+
+from .. import _C
+from .._convert import as_float32, as_token_ids
+from ..config import check_config
+from ..random import default_generator
+from .layers import GELU, Dropout, Embedding, LayerNorm, Linear
+from .module import Module, Sequential
+
+__all__ = ["MultiHeadAttention", "FeedForward", "TransformerBlock", "GPTModel",
+           "DummyGPTModel", "DummyTransformerBlock", "DummyLayerNorm"]
+
+
+def _causal_mask(context_length):
+    """The upper-triangular mask of the book (1 above the diagonal: the
+    future a token may not see). The C attention applies causality itself,
+    so the array is informational; it is shared read-only between the
+    blocks of a model instead of one copy per block."""
+    mask = np.triu(np.ones((context_length, context_length), np.float32), k=1)
+    mask.flags.writeable = False
+    return mask
+
+
+_mask_cache = {}
+
+
+def _shared_causal_mask(context_length):
+    mask = _mask_cache.get(context_length)
+    if mask is None:
+        mask = _mask_cache[context_length] = _causal_mask(context_length)
+    return mask
+
+
+def _dropout_p(dropout):
+    """The probability a Dropout module applies now (0 in eval mode)."""
+    return dropout.p if dropout.training else 0.0
+
+
+def _check_input(x, name, ndim, last_dim):
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {x.shape}")
+    if x.shape[-1] != last_dim:
+        raise ValueError(f"{name} has shape {x.shape}: its last dimension must be "
+                         f"{last_dim}")
+
+
+class MultiHeadAttention(Module):
+    """Causal multi-head self-attention (chapter 3; csrc/attention.c).
+
+    ``W_query``, ``W_key``, ``W_value`` project the (batch, num_tokens, d_in)
+    input to d_out features, split into ``num_heads`` heads of ``head_dim``;
+    each position attends to itself and the positions before it (``mask``
+    marks the rest); the weights pass through ``dropout`` in training mode;
+    the heads are merged and projected by ``out_proj``.
+    """
+
+    def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
+        super().__init__()
+        if not isinstance(num_heads, int) or num_heads <= 0:
+            raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+        if d_out % num_heads != 0:
+            raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        if not isinstance(context_length, int) or context_length <= 0:
+            raise ValueError(f"context_length must be a positive integer, got "
+                             f"{context_length!r}")
+        self.d_out = d_out
+        self.num_heads = num_heads
+        self.head_dim = d_out // num_heads
+        self.context_length = context_length
+        self.W_query = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_key = Linear(d_in, d_out, bias=qkv_bias)
+        self.W_value = Linear(d_in, d_out, bias=qkv_bias)
+        self.out_proj = Linear(d_out, d_out)
+        self.dropout = Dropout(dropout)
+        self.register_buffer("mask", _shared_causal_mask(context_length))
+
+    def forward(self, x):
+        x = as_float32(x)
+        _check_input(x, "input", 3, self.W_query.in_features)
+        if x.shape[1] > self.context_length:
+            raise ValueError(f"input holds {x.shape[1]} tokens, more than context_length "
+                             f"{self.context_length}")
+        return _C.multihead_attention(
+            x, self.W_query.weight, self.W_query.bias, self.W_key.weight, self.W_key.bias,
+            self.W_value.weight, self.W_value.bias, self.out_proj.weight, self.out_proj.bias,
+            self.num_heads, _dropout_p(self.dropout), default_generator)
+
+
+class FeedForward(Module):
+    """Linear(emb_dim, 4 * emb_dim) -> GELU -> Linear(4 * emb_dim, emb_dim) (section 4.3)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        check_config(cfg, ("emb_dim",))
+        self.layers = Sequential(
+            Linear(cfg["emb_dim"], 4 * cfg["emb_dim"]),
+            GELU(),
+            Linear(4 * cfg["emb_dim"], cfg["emb_dim"]),
+        )
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class TransformerBlock(Module):
+    """Pre-norm transformer block (section 4.5)::
+
+        x = x + drop_shortcut(att(norm1(x)))
+        x = x + drop_shortcut(ff(norm2(x)))
+    """
+
+    def __init__(self, cfg):
+        super().__init__()
+        check_config(cfg)
+        self.att = MultiHeadAttention(
+            d_in=cfg["emb_dim"],
+            d_out=cfg["emb_dim"],
+            context_length=cfg["context_length"],
+            num_heads=cfg["n_heads"],
+            dropout=cfg["drop_rate"],
+            qkv_bias=cfg["qkv_bias"])
+        self.ff = FeedForward(cfg)
+        self.norm1 = LayerNorm(cfg["emb_dim"])
+        self.norm2 = LayerNorm(cfg["emb_dim"])
+        self.drop_shortcut = Dropout(cfg["drop_rate"])
+
+    def forward(self, x):
+        shortcut = as_float32(x)
+        x = self.norm1(shortcut)
+        x = self.att(x)
+        x = self.drop_shortcut(x)
+        x = x + shortcut
+
+        shortcut = x
+        x = self.norm2(x)
+        x = self.ff(x)
+        x = self.drop_shortcut(x)
+        x = x + shortcut
+        return x
+
+
+def _check_in_idx(in_idx, context_length):
+    """Token ids as a (batch, seq_len) int64 array, or a clear error."""
+    in_idx = as_token_ids(in_idx, name="in_idx", ndim=2)
+    batch, seq_len = in_idx.shape
+    if batch == 0 or seq_len == 0:
+        raise ValueError(f"in_idx has shape {in_idx.shape}: the batch and the sequence "
+                         "must each hold at least one token")
+    if seq_len > context_length:
+        raise ValueError(f"in_idx holds sequences of {seq_len} tokens, longer than the "
+                         f"context_length {context_length} (crop it to the last "
+                         "context_length tokens, as generate_text_simple does)")
+    return in_idx
+
+
+def _is_book_block(block, emb_dim, n_heads):
+    """True if ``block`` is exactly the book's TransformerBlock, so the one-call
+    C forward computes what calling its submodules would."""
+    if type(block) is not TransformerBlock:
+        return False
+    att, ff = block.att, block.ff
+    layers = getattr(ff, "layers", None)
+    return (type(att) is MultiHeadAttention and att.num_heads == n_heads
+            and att.d_out == emb_dim and att.W_query.in_features == emb_dim
+            and all(type(m) is Linear for m in (att.W_query, att.W_key, att.W_value,
+                                                att.out_proj))
+            and type(att.dropout) is Dropout
+            and type(ff) is FeedForward and type(layers) is Sequential and len(layers) == 3
+            and type(layers[0]) is Linear and type(layers[1]) is GELU
+            and type(layers[2]) is Linear
+            and type(block.norm1) is LayerNorm and type(block.norm2) is LayerNorm
+            and type(block.drop_shortcut) is Dropout)
+
+
+class GPTModel(Module):
+    """The GPT model of section 4.6.
+
+    Token ids (batch, seq_len) -> logits (batch, seq_len, vocab_size)::
+
+        x = drop_emb(tok_emb(in_idx) + pos_emb(arange(seq_len)))
+        x = trf_blocks(x); x = final_norm(x); logits = out_head(x)
+
+    ``GPTModel(cfg, tie_weights=True)`` makes ``out_head`` share the token
+    embedding's weight array, as GPT-2 did (124,412,160 parameters instead
+    of 163,009,536 for GPT_CONFIG_124M). The weights are drawn exactly as the
+    book's constructor draws them either way.
+    """
+
+    def __init__(self, cfg, tie_weights=False):
+        super().__init__()
+        check_config(cfg)
+        self.tok_emb = Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = Dropout(cfg["drop_rate"])
+        self.trf_blocks = Sequential(*[TransformerBlock(cfg) for _ in range(cfg["n_layers"])])
+        self.final_norm = LayerNorm(cfg["emb_dim"])
+        self.out_head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+        if tie_weights:
+            self.out_head.weight = self.tok_emb.weight
+
+    def _one_call_arguments(self):
+        """The weights in the order gptc._C.gpt_forward takes them, or None if
+        a submodule was replaced by something the C forward does not know."""
+        emb_dim = self.tok_emb.embedding_dim
+        blocks = self.trf_blocks
+        if not (type(self.tok_emb) is Embedding and type(self.pos_emb) is Embedding
+                and type(self.drop_emb) is Dropout and type(blocks) is Sequential
+                and type(self.final_norm) is LayerNorm and type(self.out_head) is Linear
+                and self.pos_emb.embedding_dim == emb_dim and len(blocks) > 0):
+            return None
+        n_heads = blocks[0].att.num_heads if type(blocks[0]) is TransformerBlock else 0
+        block_args = []
+        for block in blocks:
+            if not _is_book_block(block, emb_dim, n_heads):
+                return None
+            att, ff = block.att, block.ff.layers
+            block_args.append((
+                block.norm1.scale, block.norm1.shift, block.norm1.eps,
+                att.W_query.weight, att.W_query.bias, att.W_key.weight, att.W_key.bias,
+                att.W_value.weight, att.W_value.bias, att.out_proj.weight, att.out_proj.bias,
+                _dropout_p(att.dropout),
+                block.norm2.scale, block.norm2.shift, block.norm2.eps,
+                ff[0].weight, ff[0].bias, ff[2].weight, ff[2].bias,
+                _dropout_p(block.drop_shortcut)))
+        return (self.tok_emb.weight, self.pos_emb.weight, block_args,
+                self.final_norm.scale, self.final_norm.shift, self.final_norm.eps,
+                self.out_head.weight, self.out_head.bias, n_heads,
+                _dropout_p(self.drop_emb), default_generator)
+
+    def forward(self, in_idx):
+        """Logits (batch, seq_len, vocab_size), float32, for integer token ids
+        of shape (batch, seq_len) with seq_len <= context_length."""
+        in_idx = _check_in_idx(in_idx, self.pos_emb.num_embeddings)
+        args = self._one_call_arguments()
+        if args is not None:
+            return _C.gpt_forward(in_idx, *args)
+        # A customised model: run the modules one by one, as the book writes it.
+        seq_len = in_idx.shape[1]
+        tok_embeds = self.tok_emb(in_idx)
+        pos_embeds = self.pos_emb(np.arange(seq_len))
+        x = tok_embeds + pos_embeds
+        x = self.drop_emb(x)
+        x = self.trf_blocks(x)
+        x = self.final_norm(x)
+        return self.out_head(x)
+
+
+class DummyTransformerBlock(Module):
+    """The placeholder block of section 4.1: returns its input unchanged."""
+
+    def __init__(self, cfg):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class DummyLayerNorm(Module):
+    """The placeholder layer norm of section 4.1: returns its input unchanged."""
+
+    def __init__(self, normalized_shape, eps=1e-5):
+        super().__init__()
+
+    def forward(self, x):
+        return x
+
+
+class DummyGPTModel(Module):
+    """The placeholder GPT of section 4.1: embeddings, dropout, placeholder
+    blocks and norm, output head. It already turns (batch, seq_len) token ids
+    into (batch, seq_len, vocab_size) logits."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        check_config(cfg, ("vocab_size", "context_length", "emb_dim", "n_layers", "drop_rate"))
+        self.tok_emb = Embedding(cfg["vocab_size"], cfg["emb_dim"])
+        self.pos_emb = Embedding(cfg["context_length"], cfg["emb_dim"])
+        self.drop_emb = Dropout(cfg["drop_rate"])
+        self.trf_blocks = Sequential(*[DummyTransformerBlock(cfg)
+                                       for _ in range(cfg["n_layers"])])
+        self.final_norm = DummyLayerNorm(cfg["emb_dim"])
+        self.out_head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
+
+    def forward(self, in_idx):
+        in_idx = _check_in_idx(in_idx, self.pos_emb.num_embeddings)
+        seq_len = in_idx.shape[1]
+        tok_embeds = self.tok_emb(in_idx)
+        pos_embeds = self.pos_emb(np.arange(seq_len))
+        x = tok_embeds + pos_embeds
+        x = self.drop_emb(x)
+        x = self.trf_blocks(x)
+        x = self.final_norm(x)
+        return self.out_head(x)
