@@ -258,8 +258,18 @@ static PyObject *Generator_get_state(GeneratorObject *self, PyObject *Py_UNUSED(
 
 static PyObject *Generator_set_state(GeneratorObject *self, PyObject *arg)
 {
-    PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(arg, NPY_UINT8, 1, 1,
-                                                        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    PyArrayObject *a;
+    if (PyBytes_Check(arg) || PyByteArray_Check(arg)) {
+        /* raw bytes: read as a uint8 buffer, not as one bytes scalar */
+        PyObject *view = PyMemoryView_FromObject(arg);
+        if (view == NULL) return NULL;
+        a = (PyArrayObject *)PyArray_FROMANY(view, NPY_UINT8, 1, 1,
+                                             NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+        Py_DECREF(view);
+    } else {
+        a = (PyArrayObject *)PyArray_FROMANY(arg, NPY_UINT8, 1, 1,
+                                             NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED);
+    }
     if (a == NULL) {
         PyErr_Clear();
         PyErr_Format(PyExc_TypeError,
@@ -353,7 +363,7 @@ static PyObject *py_uniform_(PyObject *self, PyObject *args)
     }
     lock_generator(g);
     gptc_uniform_f32(&g->gen, (float *)PyArray_DATA(out), (size_t)PyArray_SIZE(out),
-                     (float)from, (float)to);
+                     from, to);
     unlock_generator(g);
     Py_INCREF(out_obj);
     return out_obj;
@@ -374,7 +384,7 @@ static PyObject *py_normal_(PyObject *self, PyObject *args)
     }
     lock_generator(g);
     gptc_normal_f32(&g->gen, (float *)PyArray_DATA(out), (size_t)PyArray_SIZE(out),
-                    (float)mean, (float)std);
+                    mean, std);
     unlock_generator(g);
     Py_INCREF(out_obj);
     return out_obj;

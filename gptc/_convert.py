@@ -12,6 +12,12 @@ import numpy as np
 __all__ = ["as_float32", "as_token_ids"]
 
 
+def _aligned(arr):
+    # An array viewed from a raw buffer can be contiguous but misaligned;
+    # the C code reads whole floats, so such input is copied once.
+    return arr if arr.flags.aligned else arr.copy()
+
+
 def as_float32(x, name="input"):
     """Return ``x`` as a C-contiguous float32 array (no copy if it already is one).
 
@@ -21,7 +27,7 @@ def as_float32(x, name="input"):
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must hold real numbers, got an array of dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
+    return _aligned(np.asarray(arr, dtype=np.float32, order="C"))
 
 
 def as_token_ids(idx, name="in_idx", ndim=None):
@@ -40,4 +46,4 @@ def as_token_ids(idx, name="in_idx", ndim=None):
         raise ValueError(f"{name} must have shape {expected}, got shape {arr.shape}")
     if arr.dtype.kind == "u" and arr.size and arr.max() > np.iinfo(np.int64).max:
         raise IndexError(f"{name} contains token id {int(arr.max())}, far outside any vocabulary")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+    return _aligned(np.asarray(arr, dtype=np.int64, order="C"))

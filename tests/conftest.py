@@ -1,0 +1,51 @@
+"""Shared test set-up: PyTorch (the oracle) when installed, and comparison helpers."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+BOOK_BATCH = [[6109, 3626, 6100, 345], [6109, 1110, 6622, 257]]   # "Every effort moves you", "Every day holds a"
+HELLO_IDS = [15496, 11, 314, 716]                                    # "Hello, I am"
+
+
+def small_config(**overrides):
+    """An odd little GPT config: emb_dim 72 with 6 heads (head_dim 12), vocab 1000."""
+    cfg = {"vocab_size": 1000, "context_length": 16, "emb_dim": 72, "n_heads": 6,
+           "n_layers": 3, "drop_rate": 0.1, "qkv_bias": False}
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def torch():
+    """PyTorch, or skip the test: gptc itself never needs it."""
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="session")
+def ref(torch):
+    """The book's model in PyTorch (tests/torch_reference.py)."""
+    import torch_reference
+    return torch_reference
+
+
+def report(name, got, expected, rtol=0.0, atol=0.0):
+    """Assert got ~= expected elementwise and print the largest errors seen."""
+    got = np.asarray(got, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert got.shape == expected.shape, f"{name}: shape {got.shape} != {expected.shape}"
+    err = np.abs(got - expected)
+    max_abs = float(err.max()) if err.size else 0.0
+    max_rel = float((err / np.maximum(np.abs(expected), 1e-30)).max()) if err.size else 0.0
+    print(f"{name}: max abs error {max_abs:.3g}, max rel error {max_rel:.3g}")
+    np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=name)
+    return max_abs
+
+
+def torch_state_to_gptc(torch_module, gptc_module):
+    """Copy a PyTorch module's weights into the gptc module through state_dict."""
+    gptc_module.load_state_dict(torch_module.state_dict())
+    return gptc_module
