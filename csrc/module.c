@@ -418,7 +418,10 @@ static int rows_and_width(PyArrayObject *x, const char *name, npy_intp *rows, np
         return -1;
     }
     *width = PyArray_DIM(x, nd - 1);
-    *rows = *width == 0 ? 0 : PyArray_SIZE(x) / *width;
+    *rows = 1;
+    for (int i = 0; i < nd - 1; i++) {
+        *rows *= PyArray_DIM(x, i);   /* not size / width: width may be 0 */
+    }
     if (!fits_int(*width, "last dimension") || !fits_int(*rows, "number of rows")) return -1;
     return 0;
 }
@@ -565,7 +568,7 @@ static PyObject *py_embedding(PyObject *self, PyObject *args)
         return NULL;
     }
     npy_intp dims[NPY_MAXDIMS];
-    memcpy(dims, PyArray_DIMS(idx), nd * sizeof(npy_intp));
+    for (int i = 0; i < nd; i++) dims[i] = PyArray_DIM(idx, i);   /* nd may be 0 */
     dims[nd] = C;
     PyArrayObject *out = new_f32(nd + 1, dims);
     if (out == NULL) return NULL;
@@ -656,7 +659,10 @@ enum {
 static int parse_eps(PyObject *obj, const char *name, float *eps)
 {
     double v = PyFloat_AsDouble(obj);
-    if (v == -1.0 && PyErr_Occurred()) return -1;
+    if (v == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "%s must be a number, got %s", name, Py_TYPE(obj)->tp_name);
+        return -1;
+    }
     if (!(v > 0.0)) {
         PyErr_Format(PyExc_ValueError, "%s must be positive, got %R", name, obj);
         return -1;
@@ -668,7 +674,11 @@ static int parse_eps(PyObject *obj, const char *name, float *eps)
 static int parse_probability(PyObject *obj, const char *name, double *p)
 {
     *p = PyFloat_AsDouble(obj);
-    if (*p == -1.0 && PyErr_Occurred()) return -1;
+    if (*p == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "%s must be a number in [0, 1], got %s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
     return check_dropout(*p, name);
 }
 
@@ -677,8 +687,14 @@ static int parse_block(PyObject *blk_obj, int l, npy_intp C, gptc_block_params *
     char prefix[64], name[160];
     snprintf(prefix, sizeof(prefix), "trf_blocks.%d.", l);
 #define NAMED(s) (snprintf(name, sizeof(name), "%s%s", prefix, s), name)
-    if (!PyTuple_Check(blk_obj) || PyTuple_GET_SIZE(blk_obj) != BLK_NITEMS) {
-        PyErr_Format(PyExc_TypeError, "block %d must be a tuple of %d items", l, BLK_NITEMS);
+    if (!PyTuple_Check(blk_obj)) {
+        PyErr_Format(PyExc_TypeError, "blocks[%d] must be a tuple of %d items, got %s", l,
+                     BLK_NITEMS, Py_TYPE(blk_obj)->tp_name);
+        return -1;
+    }
+    if (PyTuple_GET_SIZE(blk_obj) != BLK_NITEMS) {
+        PyErr_Format(PyExc_ValueError, "blocks[%d] must be a tuple of %d items, got %zd items",
+                     l, BLK_NITEMS, PyTuple_GET_SIZE(blk_obj));
         return -1;
     }
     PyObject *const *it = &PyTuple_GET_ITEM(blk_obj, 0);

@@ -13,6 +13,8 @@ from .nn import (DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, FeedForwa
                  LayerNorm, MultiHeadAttention, TransformerBlock)
 from .random import (Generator, default_generator, get_rng_state, initial_seed, manual_seed,
                      rand, randn, set_rng_state)
+from .tokenizer import TokenizerError, get_tokenizer
+from .io import load, save
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,8 @@ __version__ = "0.1.0"
 def set_num_threads(n):
     """Use ``n`` threads in gptc's parallel loops (default: the CPUs this
     process may use, or OMP_NUM_THREADS)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"num_threads must be an integer, got {type(n).__name__}")
     _C.set_num_threads(n)
 
 
@@ -33,4 +37,5 @@ __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "MultiHeadAttention", "FeedForward", "LayerNorm", "DummyLayerNorm",
            "generate_text_simple", "Generator", "default_generator", "manual_seed",
            "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn",
-           "set_num_threads", "get_num_threads"]
+           "set_num_threads", "get_num_threads", "get_tokenizer", "TokenizerError", "save",
+           "load"]

@@ -66,10 +66,14 @@ class MultiHeadAttention(Module):
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
         super().__init__()
-        if not isinstance(num_heads, int) or num_heads <= 0:
-            raise ValueError(f"num_heads must be a positive integer, got {num_heads!r}")
+        for arg, value in (("d_in", d_in), ("d_out", d_out), ("num_heads", num_heads)):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{arg} must be a positive integer, got {value!r}")
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
+                or not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
         if not isinstance(context_length, int) or context_length <= 0:
             raise ValueError(f"context_length must be a positive integer, got "
                              f"{context_length!r}")

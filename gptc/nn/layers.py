@@ -31,7 +31,7 @@ def _check_probability(p, name="p"):
         raise TypeError(f"{name} must be a number in [0, 1], got {type(p).__name__}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    return float(p)
+    return p
 
 
 class Linear(Module):
@@ -114,7 +114,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        self.p = _check_probability(p)
+        self.p = _check_probability(p)   # kept as given: Dropout(0) prints p=0, as in PyTorch
 
     def forward(self, x):
         x = as_float32(x)

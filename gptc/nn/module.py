@@ -47,6 +47,20 @@ class Parameter(np.ndarray):
         return "Parameter containing:\n" + repr(self.view(np.ndarray))
 
 
+def _checked_parameter(param, name):
+    """A Parameter the C code can use as it is: float32 and C-contiguous.
+
+    NumPy hands views and conversions of a Parameter (param.T, param.astype(...),
+    param.reshape(...)) back as Parameter objects; registering one of those would
+    break that guarantee, so it is refused here instead of failing later."""
+    if param.dtype != np.float32 or not param.flags.c_contiguous:
+        raise TypeError(f"parameter {name!r} must be a C-contiguous float32 array; got "
+                        f"dtype {param.dtype}, {'' if param.flags.c_contiguous else 'non-'}"
+                        "contiguous (a view or conversion of a parameter: wrap a copy in "
+                        "gptc.nn.Parameter(...))")
+    return param
+
+
 _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
 
@@ -77,14 +91,12 @@ class Module:
                 f"(call super().__init__() first in {type(self).__name__}.__init__)")
 
     def __setattr__(self, name, value):
+        if isinstance(value, (Parameter, Module)):
+            self._check_initialised(name)
         if isinstance(value, Parameter):
-            self._check_initialised(name)
-            self._remove_attr(name)
-            self._parameters[name] = value
+            self._register(self._parameters, name, _checked_parameter(value, name))
         elif isinstance(value, Module):
-            self._check_initialised(name)
-            self._remove_attr(name)
-            self._modules[name] = value
+            self._register(self._modules, name, value)
         elif "_parameters" in self.__dict__ and name in self._parameters:
             if value is not None:
                 raise TypeError(f"cannot assign a {type(value).__name__} as parameter {name!r} "
@@ -102,6 +114,15 @@ class Module:
             self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
+
+    def _register(self, registry, name, value):
+        """Put value under name in registry. Replacing an entry of the same
+        kind keeps its position, so the order of forward() in a Sequential
+        and of state_dict() keys stays what it was, as in PyTorch."""
+        self._check_initialised(name)
+        if name not in registry:
+            self._remove_attr(name)
+        registry[name] = value
 
     def _remove_attr(self, name):
         for registry in (self._parameters, self._buffers, self._modules):
@@ -130,9 +151,9 @@ class Module:
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(f"parameter {name!r} must be a gptc.nn.Parameter or None, "
                             f"got {type(param).__name__}")
-        self._check_initialised(name)
-        self._remove_attr(name)
-        self._parameters[name] = param
+        if param is not None:
+            _checked_parameter(param, name)
+        self._register(self._parameters, name, param)
 
     def register_buffer(self, name, tensor, persistent=True):
         """Register a non-learnable array (e.g. the causal mask) under ``name``.
@@ -143,9 +164,8 @@ class Module:
         if tensor is not None and not isinstance(tensor, np.ndarray):
             raise TypeError(f"buffer {name!r} must be a NumPy array or None, "
                             f"got {type(tensor).__name__}")
-        self._check_initialised(name)
-        self._remove_attr(name)
-        self._buffers[name] = tensor
+        self._register(self._buffers, name, tensor)
+        self._non_persistent_buffers.discard(name)
         if not persistent:
             self._non_persistent_buffers.add(name)
 
@@ -153,9 +173,7 @@ class Module:
         """Register ``module`` (a Module or None) as a child named ``name``."""
         if module is not None and not isinstance(module, Module):
             raise TypeError(f"{type(module).__name__} is not a gptc.nn.Module")
-        self._check_initialised(name)
-        self._remove_attr(name)
-        self._modules[name] = module
+        self._register(self._modules, name, module)
 
     # -- traversal --------------------------------------------------------
     def named_modules(self, memo=None, prefix=""):
