@@ -7,6 +7,12 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+# The GPT-2 tokenizer files: $GPTC_BPE_DIR if set, else the verified copies in
+# shared/gpt2-bpe beside the repository (never copied into it).
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ.setdefault("GPTC_BPE_DIR",
+                      os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "gpt2-bpe")))
+
 BOOK_BATCH = [[6109, 3626, 6100, 345], [6109, 1110, 6622, 257]]   # "Every effort moves you", "Every day holds a"
 HELLO_IDS = [15496, 11, 314, 716]                                    # "Hello, I am"
 

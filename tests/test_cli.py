@@ -1,7 +1,9 @@
 """`python -m gptc`: the chapter's end-to-end example from the command line.
 
-Each run is a real subprocess with PYTHONPATH set to the repository (so the
-in-place build is used) and GPTC_BPE_DIR set to the GPT-2 tokenizer files.
+Each run is a real subprocess that imports the same gptc as the test suite
+(PYTHONPATH points at the directory holding the package under test: the
+installed one in CI, the in-place build in a work tree) with GPTC_BPE_DIR set
+to the GPT-2 tokenizer files.
 """
 import os
 import subprocess
@@ -13,8 +15,8 @@ import pytest
 import gptc
 from conftest import small_config
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BPE_DIR = os.environ.get("GPTC_BPE_DIR") or os.path.join(REPO_ROOT, "..", "shared", "gpt2-bpe")
+PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(gptc.__file__)))
+BPE_DIR = os.environ.get("GPTC_BPE_DIR", "")
 
 BOOK_IDS = [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267, 49706, 43231,
             47062, 34657]
@@ -28,7 +30,7 @@ needs_bpe = pytest.mark.skipif(
 def run_cli(*args, code=None, bpe_env=True, timeout=600):
     """Run `python -m gptc ARGS` (or `python -c CODE ARGS`); return the CompletedProcess."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO_ROOT, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
     env.pop("GPTC_BPE_DIR", None)
     if bpe_env:
         env["GPTC_BPE_DIR"] = BPE_DIR
