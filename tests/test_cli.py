@@ -8,6 +8,7 @@ to the GPT-2 tokenizer files.
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -17,6 +18,10 @@ from conftest import small_config
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(gptc.__file__)))
 BPE_DIR = os.environ.get("GPTC_BPE_DIR", "")
+# Subprocesses start in an empty directory: `python -m`/`-c` put the current
+# directory first on sys.path, and a source checkout there (no compiled _C)
+# would shadow the package under test.
+NEUTRAL_CWD = tempfile.mkdtemp(prefix="gptc-cli-")
 
 BOOK_IDS = [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267, 49706, 43231,
             47062, 34657]
@@ -36,7 +41,7 @@ def run_cli(*args, code=None, bpe_env=True, timeout=600):
         env["GPTC_BPE_DIR"] = BPE_DIR
     command = [sys.executable] + (["-c", code] if code else ["-m", "gptc"]) + list(args)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=NEUTRAL_CWD)
 
 
 def assert_one_line_error(result, *parts):

@@ -69,14 +69,16 @@ def supported_isas():
 
 
 @pytest.mark.parametrize("isa", supported_isas())
-def test_kernel_is_correct_and_stays_inside_its_operands(isa):
+def test_kernel_is_correct_and_stays_inside_its_operands(isa, tmp_path):
     """The kernel selected by GPTC_ISA runs, reads only its operands (guard
     pages after x and W), and matches float64 NumPy to 1e-5 of the output scale."""
     env = dict(os.environ, GPTC_ISA=isa)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(gptc.__file__)), env.get("PYTHONPATH", "")])
+    # run from an empty directory: `python -c` puts the current directory first
+    # on sys.path, and a source checkout there would shadow the package under test
     proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, f"kernel {isa} failed (signal/exit {proc.returncode}):\n" \
                                  f"{proc.stderr[-2000:]}"
     chosen, worst = proc.stdout.split()
