@@ -196,3 +196,28 @@ def test_configs_by_name():
             for name, c in ((n, gptc.gpt2_config(n)) for n in gptc.GPT2_SIZES)}
     assert dims == {"gpt2-small": (768, 12, 12), "gpt2-medium": (1024, 24, 16),
                     "gpt2-large": (1280, 36, 20), "gpt2-xl": (1600, 48, 25)}
+
+
+def test_forward_from_several_python_threads():
+    """The GIL is released during the C forward: four Python threads running the
+    same eval-mode model (and a second model) at once get the serial results."""
+    import threading
+
+    cfg = small_config(n_layers=2)
+    models = [gptc.GPTModel(cfg).eval(), gptc.GPTModel(cfg).eval()]
+    rng = np.random.default_rng(11)
+    batches = [rng.integers(0, cfg["vocab_size"], (2, cfg["context_length"])) for _ in range(4)]
+    expected = [models[i % 2](b) for i, b in enumerate(batches)]
+    results = [None] * 4
+
+    def work(i):
+        for _ in range(20):
+            results[i] = models[i % 2](batches[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got, want)

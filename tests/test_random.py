@@ -360,8 +360,9 @@ def test_dropout_matches_torch():
     torch = _torch()
     worst = 0
     for seed in (0, 123, 2**32 + 5):
-        for shape in ((2, 4, 768), (2, 12, 4, 4), (3, 5), (7,)):
-            for p in (0.1, 0.5, 0.0, 0.25, 0.9):
+        shapes = [(n,) for n in range(1, 41)] + [(1000,), (3, 5), (2, 4, 768), (2, 12, 4, 4)]
+        for shape in shapes:
+            for p in ((0.1, 0.5, 0.0, 0.25, 0.9) if len(shape) > 1 else (0.1, 0.5)):
                 x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
                 torch.manual_seed(seed)
                 ref = torch.nn.Dropout(p)

@@ -89,6 +89,8 @@ class MultiHeadAttention(Module):
         self.register_buffer("mask", _shared_causal_mask(context_length))
 
     def forward(self, x):
+        """(batch, num_tokens, d_in) -> (batch, num_tokens, d_out). Any real-valued
+        array-like is accepted and converted to contiguous float32."""
         x = as_float32(x)
         _check_input(x, "input", 3, self.W_query.in_features)
         if x.shape[1] > self.context_length:
@@ -243,7 +245,11 @@ class GPTModel(Module):
 
     def forward(self, in_idx):
         """Logits (batch, seq_len, vocab_size), float32, for integer token ids
-        of shape (batch, seq_len) with seq_len <= context_length."""
+        of shape (batch, seq_len) with seq_len <= context_length.
+
+        Ids of any integer dtype and any memory layout are accepted (converted
+        to contiguous int64 once); float ids raise TypeError, ids outside
+        [0, vocab_size) raise IndexError naming the id."""
         in_idx = _check_in_idx(in_idx, self.pos_emb.num_embeddings)
         args = self._one_call_arguments()
         if args is not None:

@@ -40,7 +40,9 @@ class Linear(Module):
     ``weight`` has shape (out_features, in_features), as PyTorch stores it, and
     is initialised with kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in));
     ``bias`` (if any) with U(-1/sqrt(in), 1/sqrt(in)). The input's last
-    dimension must be in_features; any leading dimensions are kept.
+    dimension must be in_features; any leading dimensions are kept. Any
+    real-valued array-like input (float64, integers, strided or read-only
+    arrays) is converted to contiguous float32; the output is float32.
     """
 
     def __init__(self, in_features, out_features, bias=True):
