@@ -1,0 +1,607 @@
+#!/usr/bin/env python3
+"""Benchmark gptc against PyTorch running the book's GPTModel (tests/torch_reference.py).
+
+One run, one machine, the same thread count for everyone. Cases (``--cases``):
+
+  1  GPT-2 124M forward, batch (2, 4), eval mode, all logits
+  2  forward (4, 64)
+  3  forward (1, 1024)
+  4  greedy generation, "Hello, I am" + N tokens, recompute (no KV cache), tokens/s
+  5  matmul GFLOP/s on the model's shapes: gptc._C.linear vs NumPy x @ W.T vs F.linear
+  6  peak resident memory of the (1, 1024) forward, each in a fresh subprocess
+  7  streaming-read bandwidth and the decode bound it implies
+
+Times are medians over repeated runs after a warm-up; the spread is (min-max, n).
+Ratios are PyTorch time / gptc time: above 1 means gptc is faster.
+
+    python3 benchmarks/bench.py [--threads N] [--new-tokens N] [--quick]
+                                [--cases 1,2,5] [--json results.json]
+"""
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Prefer the in-place build of this checkout (python3 setup.py build_ext --inplace)
+# over an installed gptc.
+if any(name.startswith("_C") and name.endswith(".so")
+       for name in os.listdir(os.path.join(REPO_ROOT, "gptc"))):
+    sys.path.insert(0, REPO_ROOT)
+
+# numpy, torch and gptc are imported in main() once the thread count is known:
+# OpenBLAS reads OPENBLAS_NUM_THREADS when numpy is first imported.
+np = torch = gptc = None
+
+HELLO_IDS = [15496, 11, 314, 716]           # "Hello, I am"
+BOOK_BATCH = [[6109, 3626, 6100, 345],      # "Every effort moves you"
+              [6109, 1110, 6622, 257]]      # "Every day holds a"
+MIB = 2 ** 20
+# The book's GPT_CONFIG_124M (main() checks it equals gptc's); the memory subprocess
+# for PyTorch uses it so that it never loads gptc.
+CFG_124M = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12,
+            "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False}
+
+# Per case: (warm-up calls, minimum timed samples, time budget in seconds per implementation).
+REPEATS = {
+    "full": {"fwd_2x4": (3, 20, 5.0), "fwd_4x64": (1, 7, 8.0), "fwd_1x1024": (1, 5, 25.0),
+             "generate": (1, 3, 0.0), "matmul": (2, 7, 1.5), "bandwidth": 10},
+    "quick": {"fwd_2x4": (1, 3, 0.5), "fwd_4x64": (1, 2, 0.0), "fwd_1x1024": (0, 1, 0.0),
+              "generate": (0, 1, 0.0), "matmul": (1, 3, 0.2), "bandwidth": 3},
+}
+
+
+# ---------------------------------------------------------------- helpers
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="threads for gptc, PyTorch and NumPy's BLAS "
+                             "(default: all CPUs this process may use)")
+    parser.add_argument("--new-tokens", type=int, default=100,
+                        help="tokens to generate in case 4 (default 100)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7",
+                        help="comma-separated subset of the cases 1-7 (default: all)")
+    parser.add_argument("--json", metavar="PATH", help="also write every result to PATH")
+    parser.add_argument("--memory-child", choices=["gptc", "torch"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
+    if args.new_tokens < 1:
+        parser.error("--new-tokens must be at least 1")
+    try:
+        args.cases = sorted({int(c) for c in args.cases.split(",") if c.strip()})
+    except ValueError:
+        parser.error(f"--cases takes numbers 1-7 separated by commas, got {args.cases!r}")
+    if not args.cases or not set(args.cases) <= set(range(1, 8)):
+        parser.error(f"--cases takes numbers 1-7, got {args.cases}")
+    return args
+
+
+def progress(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def time_calls(fn, warmup, min_samples, budget):
+    """Seconds per call of fn(): `warmup` untimed calls, then timed samples until
+    there are at least `min_samples` and `budget` seconds have passed. Short calls
+    are repeated inside one sample (at least ~20 ms per sample), as timeit does."""
+    time.sleep(0.2)   # let the previous library's spinning worker threads go idle
+    number = 1
+    for _ in range(warmup):
+        once = timed(fn)
+        if once < 0.02:
+            number = max(1, int(0.02 / max(once, 1e-7)))
+    samples = []
+    start = time.perf_counter()
+    while len(samples) < min_samples or time.perf_counter() - start < budget:
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        samples.append((time.perf_counter() - t0) / number)
+        if len(samples) >= 10000:
+            break
+    return samples
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def summary(samples):
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "n": len(samples)}
+
+
+def fmt_time(s):
+    """A summary of seconds as 'median (min-max, n=...)' in ms."""
+    return f"{s['median'] * 1e3:.1f} ms ({s['min'] * 1e3:.1f}-{s['max'] * 1e3:.1f}, n={s['n']})"
+
+
+def fmt_rate(s, work, unit, digits=1):
+    """A summary of seconds as a rate: work / median time (and the range)."""
+    unit = f" {unit}" if unit else ""
+    return (f"{work / s['median']:.{digits}f}{unit} ({work / s['max']:.{digits}f}-"
+            f"{work / s['min']:.{digits}f}, n={s['n']})")
+
+
+def print_table(title, headers, rows):
+    """The one table printer: a title, a header row and left-aligned columns."""
+    widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
+    line = "  ".join("-" * w for w in widths)
+    print(f"\n{title}")
+    print(line)
+    print("  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip())
+    print(line)
+    for row in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    print(line, flush=True)
+
+
+def proc_status_kib(field):
+    """A field of /proc/self/status in KiB (VmRSS, VmHWM), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def l3_cache_bytes():
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cache/index3/size") as f:
+            text = f.read().strip()
+        units = {"K": 1024, "M": MIB, "G": 1024 * MIB}
+        return int(text[:-1]) * units[text[-1]] if text[-1] in units else int(text)
+    except (OSError, ValueError, IndexError):
+        return 32 * MIB
+
+
+def command_line():
+    """The command line of this process (the interpreter by its base name)."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            argv = [a.decode() for a in f.read().split(b"\0") if a]
+    except OSError:
+        argv = [sys.executable] + sys.argv
+    return shlex.join([os.path.basename(argv[0])] + argv[1:])
+
+
+def numpy_blas():
+    """NumPy's BLAS: threadpoolctl if installed, else numpy.show_config."""
+    try:
+        import threadpoolctl
+        infos = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
+        if infos:
+            i = infos[0]
+            return (f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
+                    f"{i.get('num_threads')} threads)")
+    except ImportError:
+        pass
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        config = blas.get("openblas configuration", "")
+        return f"{blas.get('name')} {blas.get('version')}" + (f" [{config}]" if config else "")
+    except Exception:   # older NumPy: no dict mode
+        return "unknown (numpy.show_config() prints it)"
+
+
+def import_torch_reference():
+    path = os.path.join(REPO_ROOT, "tests", "torch_reference.py")
+    spec = importlib.util.spec_from_file_location("torch_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def long_ids(n_tokens, batch=1):
+    """Deterministic token ids spread over the vocabulary."""
+    return (np.arange(batch * n_tokens, dtype=np.int64).reshape(batch, n_tokens)
+            * 7919 + 11) % CFG_124M["vocab_size"]
+
+
+# ---------------------------------------------------------------- models
+
+def build_models():
+    """GPT-2 124M built once in gptc with seed 123, loaded into the book's
+    PyTorch model through its state_dict. Both in eval mode."""
+    cfg = gptc.GPT_CONFIG_124M
+    gptc.manual_seed(123)
+    gmodel = gptc.GPTModel(cfg)
+    gmodel.eval()
+    ref = import_torch_reference()
+    tmodel = ref.GPTModel(cfg)
+    tmodel.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
+                            gmodel.state_dict().items()})
+    tmodel.eval()
+    return gmodel, tmodel, ref
+
+
+def param_bytes(gmodel):
+    return sum(p.numel() for p in gmodel.parameters()) * 4
+
+
+# ---------------------------------------------------------------- cases 1-3: forward
+
+def case_forward(gmodel, tmodel, ids, repeats, label):
+    warmup, min_samples, budget = repeats
+    ids_t = torch.from_numpy(ids)
+    out = {}
+
+    def run_torch():
+        with torch.inference_mode():
+            return tmodel(ids_t)
+
+    progress(f"  {label}: gptc")
+    g = time_calls(lambda: gmodel(ids), warmup, min_samples, budget)
+    progress(f"  {label}: PyTorch")
+    t = time_calls(run_torch, warmup, min_samples, budget)
+    diff = float(np.abs(gmodel(ids) - run_torch().numpy()).max())
+    out["gptc"], out["torch"] = summary(g), summary(t)
+    out["ratio"] = out["torch"]["median"] / out["gptc"]["median"]
+    out["max_abs_logit_diff"] = diff
+    out["gptc_samples"], out["torch_samples"] = g, t
+    return out
+
+
+# ---------------------------------------------------------------- case 4: generation
+
+def case_generate(gmodel, tmodel, ref, new_tokens, repeats):
+    warmup, min_samples, budget = repeats
+    idx = np.array([HELLO_IDS], dtype=np.int64)
+    idx_t = torch.from_numpy(idx)
+    results = {}
+
+    def run_gptc(n):
+        return gptc.generate_text_simple(gmodel, idx, max_new_tokens=n, context_size=1024)
+
+    def run_torch(n):
+        with torch.inference_mode():
+            return ref.generate_text_simple(tmodel, idx_t, max_new_tokens=n, context_size=1024)
+
+    for name, run in (("gptc", run_gptc), ("torch", run_torch)):
+        progress(f"  generation: {name}")
+        time.sleep(0.2)
+        for _ in range(warmup):
+            run(4)
+        samples = []
+        start = time.perf_counter()
+        while len(samples) < min_samples or time.perf_counter() - start < budget:
+            t0 = time.perf_counter()
+            ids = run(new_tokens)
+            samples.append(time.perf_counter() - t0)
+        results[name] = summary(samples)
+        results[name + "_samples"] = samples
+        results[name + "_ids"] = np.asarray(ids)[0].tolist()
+    results["identical_ids"] = results["gptc_ids"] == results["torch_ids"]
+    results["ratio"] = results["torch"]["median"] / results["gptc"]["median"]
+    results["new_tokens"] = new_tokens
+    results["gptc_tokens_per_s"] = new_tokens / results["gptc"]["median"]
+    results["torch_tokens_per_s"] = new_tokens / results["torch"]["median"]
+    return results
+
+
+# ---------------------------------------------------------------- case 5: matmul
+
+MATMUL_SHAPES = [  # (K, N): x (M, K) times W.T, W stored (N, K) as nn.Linear stores it
+    (768, 2304, "qkv (3 x 768)"),
+    (768, 3072, "ff up"),
+    (3072, 768, "ff down"),
+    (768, 50257, "out_head"),
+]
+
+
+def case_matmul(repeats):
+    warmup, min_samples, budget = repeats
+    rng = np.random.default_rng(0)
+    rows = []
+    for m in (256, 1):
+        for k, n, name in MATMUL_SHAPES:
+            x = rng.standard_normal((m, k), dtype=np.float32)
+            w = rng.standard_normal((n, k), dtype=np.float32) * np.float32(k ** -0.5)
+            x_t, w_t = torch.from_numpy(x), torch.from_numpy(w)
+
+            def run_torch():
+                with torch.inference_mode():
+                    return torch.nn.functional.linear(x_t, w_t)
+
+            label = f"({m}x{k})·({k}x{n})"
+            progress(f"  matmul {label}")
+            flop = 2.0 * m * k * n
+            g = summary(time_calls(lambda: gptc._C.linear(x, w, None), warmup, min_samples,
+                                   budget))
+            nmp = summary(time_calls(lambda: x @ w.T, warmup, min_samples, budget))
+            t = summary(time_calls(run_torch, warmup, min_samples, budget))
+            expected = x @ w.T
+            err = float(np.abs(gptc._C.linear(x, w, None) - expected).max())
+            rows.append({"shape": label, "layer": name, "m": m, "k": k, "n": n,
+                         "gflop": flop / 1e9, "gptc": g, "numpy": nmp, "torch": t,
+                         "gptc_gflops": flop / g["median"] / 1e9,
+                         "numpy_gflops": flop / nmp["median"] / 1e9,
+                         "torch_gflops": flop / t["median"] / 1e9,
+                         "ratio_numpy": nmp["median"] / g["median"],
+                         "ratio_torch": t["median"] / g["median"],
+                         "max_abs_diff_vs_numpy": err})
+    return rows
+
+
+# ---------------------------------------------------------------- case 6: memory
+
+def memory_child(impl, threads):
+    """Runs in a fresh process: build the model, one (1, 1024) forward, report
+    resident memory as JSON on stdout."""
+    global np, torch, gptc
+    import numpy as np
+    ids = long_ids(1024)
+    if impl == "gptc":
+        import gptc
+        gptc.set_num_threads(threads)
+        rss_import = proc_status_kib("VmRSS")
+        gptc.manual_seed(123)
+        model = gptc.GPTModel(CFG_124M)
+        model.eval()
+        n_params = sum(p.numel() for p in model.parameters())
+
+        def forward():
+            return model(ids)
+    else:
+        import torch
+        torch.set_num_threads(threads)
+        ref = import_torch_reference()
+        rss_import = proc_status_kib("VmRSS")
+        torch.manual_seed(123)   # the same weights as gptc's seed 123 (checked by the tests)
+        model = ref.GPTModel(CFG_124M)
+        model.eval()
+        n_params = sum(p.numel() for p in model.parameters())
+        ids_t = torch.from_numpy(ids)
+
+        def forward():
+            with torch.inference_mode():
+                return model(ids_t)
+    rss_model = proc_status_kib("VmRSS")
+    maxrss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    try:   # reset VmHWM to the current RSS so the peak is the forward's alone
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        hwm_reset = True
+    except OSError:
+        hwm_reset = False
+    logits = forward()
+    hwm = proc_status_kib("VmHWM")
+    maxrss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = hwm if hwm_reset and hwm is not None else maxrss_after
+    print(json.dumps({"impl": impl, "param_bytes": n_params * 4,
+                      "logits_bytes": int(np.prod(logits.shape)) * 4,
+                      "rss_after_import_kib": rss_import, "rss_model_kib": rss_model,
+                      "peak_forward_kib": peak, "hwm_reset": hwm_reset,
+                      "ru_maxrss_before_kib": maxrss_before,
+                      "ru_maxrss_after_kib": maxrss_after}))
+
+
+def case_memory(threads):
+    results = {}
+    for impl in ("gptc", "torch"):
+        progress(f"  memory: {impl} (fresh subprocess)")
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--memory-child",
+                               impl, "--threads", str(threads)],
+                              capture_output=True, text=True, env=os.environ.copy())
+        if proc.returncode != 0:
+            raise RuntimeError(f"memory subprocess for {impl} failed:\n{proc.stderr}")
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        # Everything resident at the forward's peak beyond the imported libraries
+        # and the parameters: activations, logits, allocator slack.
+        r["extra_over_params_mib"] = ((r["peak_forward_kib"] - r["rss_after_import_kib"])
+                                      * 1024 - r["param_bytes"]) / MIB
+        r["forward_delta_mib"] = (r["peak_forward_kib"] - r["rss_model_kib"]) / 1024
+        results[impl] = r
+    return results
+
+
+# ---------------------------------------------------------------- case 7: bandwidth
+
+def case_bandwidth(threads, reads, weight_bytes):
+    """Streaming-read bandwidth: sum a float32 array much larger than the L3
+    cache, with 1 thread and with `threads` threads (NumPy releases the GIL in
+    reductions), best of `reads`; the better figure is the bound's bandwidth."""
+    from concurrent.futures import ThreadPoolExecutor
+    size = max(512 * MIB, 8 * l3_cache_bytes())
+    a = np.ones(size // 4, dtype=np.float32)
+    chunks = np.array_split(a, threads)
+    results = {"array_mib": size / MIB, "l3_mib": l3_cache_bytes() / MIB, "readers": {}}
+    with ThreadPoolExecutor(threads) as pool:
+        readers = [("1 thread", lambda: a.sum())]
+        if threads > 1:
+            readers.append((f"{threads} threads", lambda: list(pool.map(np.sum, chunks))))
+        for label, run in readers:
+            run()
+            best = min(timed(run) for _ in range(reads))
+            results["readers"][label] = a.nbytes / best / 1e9
+    del a, chunks
+    results["bandwidth_gbs"] = max(results["readers"].values())
+    results["weight_bytes_per_token"] = weight_bytes
+    results["decode_bound_tokens_per_s"] = results["bandwidth_gbs"] * 1e9 / weight_bytes
+    return results
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    global np, torch, gptc
+    args = parse_args()
+    os.environ["OPENBLAS_NUM_THREADS"] = str(args.threads)   # NumPy's BLAS, before import
+    if args.memory_child:
+        memory_child(args.memory_child, args.threads)
+        return
+    wall_start = time.perf_counter()
+    import numpy as np
+    import torch
+    import gptc
+    gptc.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
+    assert gptc.GPT_CONFIG_124M == CFG_124M, "gptc's GPT_CONFIG_124M changed"
+    mode = "quick" if args.quick else "full"
+    reps = REPEATS[mode]
+
+    header = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": cpu_model(),
+        "cpus_available": len(os.sched_getaffinity(0)),
+        "threads": args.threads,
+        "gptc_threads": gptc.get_num_threads(),
+        "torch_threads": torch.get_num_threads(),
+        "gptc_isa": gptc._C.isa(),
+        "gptc": f"{gptc.__version__} ({os.path.dirname(gptc.__file__)})",
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "numpy_blas": numpy_blas(),
+        "python": platform.python_version(),
+        "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "mode": mode,
+        "command": command_line(),
+    }
+    print("gptc benchmark")
+    for key, value in header.items():
+        print(f"  {key:15s} {value}")
+    print("  ratio = PyTorch time / gptc time (> 1: gptc is faster); "
+          "times: median (min-max, n)", flush=True)
+
+    results = {"header": header, "cases": {}}
+    cases = set(args.cases)
+    gmodel = tmodel = ref = None
+    if cases & {1, 2, 3, 4}:
+        progress("building GPT-2 124M (seed 123) in gptc, loading it into PyTorch")
+        gmodel, tmodel, ref = build_models()
+    weight_bytes = 163_009_536 * 4 if gmodel is None else param_bytes(gmodel)
+
+    forward_cases = [(1, "fwd_2x4", np.array(BOOK_BATCH, dtype=np.int64), "(2, 4) book batch"),
+                     (2, "fwd_4x64", long_ids(64, batch=4), "(4, 64)"),
+                     (3, "fwd_1x1024", long_ids(1024), "(1, 1024)")]
+    rows = []
+    for number, key, ids, label in forward_cases:
+        if number in cases:
+            progress(f"case {number}: forward {label}")
+            r = case_forward(gmodel, tmodel, ids, reps[key], label)
+            results["cases"][f"{number}_forward_{ids.shape[0]}x{ids.shape[1]}"] = r
+            rows.append([f"{number}. forward {label}", fmt_time(r["gptc"]),
+                         fmt_time(r["torch"]), f"{r['ratio']:.2f}",
+                         f"{r['max_abs_logit_diff']:.1e}"])
+    if rows:
+        print_table("GPT-2 124M forward, eval mode, all logits (float32)",
+                    ["case", "gptc", "PyTorch", "ratio", "max |logit diff|"], rows)
+
+    gen = None
+    if 4 in cases:
+        progress(f"case 4: generation, {args.new_tokens} new tokens")
+        gen = case_generate(gmodel, tmodel, ref, args.new_tokens, reps["generate"])
+        results["cases"]["4_generation"] = gen
+        n = args.new_tokens
+        print_table(f'4. Greedy generation, recompute (no KV cache): "Hello, I am" + {n} '
+                    "tokens, whole context recomputed each step",
+                    ["", "gptc", "PyTorch", "ratio"],
+                    [["tokens/s", fmt_rate(gen["gptc"], n, "tok/s"),
+                      fmt_rate(gen["torch"], n, "tok/s"), f"{gen['ratio']:.2f}"],
+                     ["total time", fmt_time(gen["gptc"]), fmt_time(gen["torch"]), ""]])
+        if gen["identical_ids"]:
+            print(f"  both produce identical ids ({len(gen['gptc_ids'])} tokens; first new: "
+                  f"{gen['gptc_ids'][4:10]})")
+        else:
+            pairs = zip(gen["gptc_ids"], gen["torch_ids"])
+            first = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+            print(f"  WARNING: gptc and PyTorch generated different ids (first difference at "
+                  f"position {first})")
+
+    if 5 in cases:
+        progress("case 5: matmul")
+        mm = case_matmul(reps["matmul"])
+        results["cases"]["5_matmul"] = mm
+        print_table(f"5. Matmul GFLOP/s, x (M x K) · W.T, W stored (N x K); gptc kernel: "
+                    f"{gptc._C.isa()}; NumPy BLAS: {header['numpy_blas']}",
+                    ["shape", "layer", "gptc", "NumPy", "PyTorch", "NumPy/gptc",
+                     "PyTorch/gptc"],
+                    [[r["shape"], r["layer"], fmt_rate(r["gptc"], r["gflop"], "", 1),
+                      fmt_rate(r["numpy"], r["gflop"], "", 1),
+                      fmt_rate(r["torch"], r["gflop"], "", 1),
+                      f"{r['ratio_numpy']:.2f}", f"{r['ratio_torch']:.2f}"] for r in mm])
+        print("  GFLOP/s: median (range, n samples); the ratios are time ratios "
+              "(other / gptc, > 1: gptc faster)")
+        worst = max(r["max_abs_diff_vs_numpy"] for r in mm)
+        if worst > 1e-3:
+            print(f"  WARNING: gptc._C.linear differs from NumPy by up to {worst:.2e}")
+
+    if 6 in cases:
+        progress("case 6: peak memory")
+        mem = case_memory(args.threads)
+        results["cases"]["6_memory"] = mem
+        rows = []
+        for impl, name in (("gptc", "gptc"), ("torch", "PyTorch")):
+            r = mem[impl]
+            rows.append([name, f"{r['param_bytes'] / MIB:.1f}",
+                         f"{r['rss_after_import_kib'] / 1024:.1f}",
+                         f"{r['rss_model_kib'] / 1024:.1f}",
+                         f"{r['peak_forward_kib'] / 1024:.1f}",
+                         f"{r['forward_delta_mib']:.1f}",
+                         f"params + {r['extra_over_params_mib']:.1f}"])
+        print_table("6. Peak resident memory, (1, 1024) forward, fresh subprocess each (MiB)",
+                    ["", "params", "RSS after import", "RSS with model", "peak in forward",
+                     "forward adds", "peak over import RSS"], rows)
+        print(f"  the logits alone are {mem['gptc']['logits_bytes'] / MIB:.1f} MiB; peak = "
+              "VmHWM after resetting it via /proc/self/clear_refs"
+              if mem["gptc"]["hwm_reset"] else "  peak = ru_maxrss (includes model building)")
+
+    if 7 in cases:
+        progress("case 7: streaming-read bandwidth")
+        bw = case_bandwidth(args.threads, reps["bandwidth"], weight_bytes)
+        results["cases"]["7_bandwidth"] = bw
+        rows = [[f"NumPy sum, {k}", f"{v:.1f} GB/s"] for k, v in bw["readers"].items()]
+        rows.append(["weights read per token (all parameters, float32)",
+                     f"{weight_bytes / MIB:.1f} MiB"])
+        rows.append(["decode bound (bandwidth / weight bytes)",
+                     f"{bw['decode_bound_tokens_per_s']:.1f} tok/s"])
+        if gen is not None:
+            for impl, name in (("gptc", "gptc"), ("torch", "PyTorch")):
+                tps = gen[f"{impl}_tokens_per_s"]
+                rows.append([f"{name} generation (recompute, no KV cache)",
+                             f"{tps:.1f} tok/s = {tps / bw['decode_bound_tokens_per_s']:.0%} "
+                             "of the bound"])
+        print_table(f"7. Streaming-read bandwidth ({bw['array_mib']:.0f} MiB float32 array, "
+                    f"L3 {bw['l3_mib']:.0f} MiB, best of {reps['bandwidth']}) and decode bound",
+                    ["", "value"], rows)
+
+    total = time.perf_counter() - wall_start
+    results["total_seconds"] = total
+    print(f"\ntotal run time: {total:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+        print(f"results written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
