@@ -45,3 +45,44 @@ void gptc_dropout_forward(float *out, const float *x, size_t n, double p,
         }
     }
 }
+
+/*
+ * Training forward that keeps its noise for the backward: noise[i] is 0 or
+ * 1.0f / float(1 - p), the values of PyTorch's noise tensor, and
+ * out = x * noise. The draws are those of gptc_dropout_forward, one per
+ * element in order, so either function leaves the generator in the same
+ * state and drops the same values. out may alias x; noise may not.
+ */
+void gptc_dropout_forward_noise(float *out, float *noise, const float *x, size_t n,
+                                double p, gptc_generator *g)
+{
+    if (p <= 0.0) {
+        for (size_t i = 0; i < n; i++) noise[i] = 1.0f;
+        if (out != x) {
+            memmove(out, x, n * sizeof(float));
+        }
+        return;
+    }
+    if (p >= 1.0) {
+        for (size_t i = 0; i < n; i++) {
+            noise[i] = 0.0f;
+            out[i] = x[i] * 0.0f;
+        }
+        return;
+    }
+    const double keep = 1.0 - p;
+    const float scale = 1.0f / (float)keep;
+    gptc_bernoulli_f32(g, noise, n, keep);
+    for (size_t i = 0; i < n; i++) {
+        noise[i] *= scale;   /* 1 * scale or 0 * scale: the forward's mask * scale */
+        out[i] = x[i] * noise[i];
+    }
+}
+
+/* Backward: out = x * noise, so dx = dout * noise (dropped values get none). */
+void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        dinp[i] += dout[i] * noise[i];
+    }
+}

@@ -31,3 +31,32 @@ void gptc_relu_forward(float *out, const float *x, size_t n)
         out[i] = x[i] > 0.0f ? x[i] : (x[i] == x[i] ? 0.0f : x[i]);
     }
 }
+
+/*
+ * Backward. With u = sqrt(2/pi) * (x + 0.044715 x^3) and t = tanh(u):
+ *   d/dx [0.5 x (1 + t)] = 0.5 (1 + t) + 0.5 x (1 - t^2) du/dx,
+ *   du/dx = sqrt(2/pi) * (1 + 3 * 0.044715 x^2),
+ * using tanh' = 1 - tanh^2, so tanhf runs once per element as forward.
+ */
+void gptc_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    long long len = (long long)n;
+#pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
+    if (len >= GPTC_PARALLEL_MIN_WORK)
+    for (long long i = 0; i < len; i++) {
+        float x = inp[i];
+        float t = tanhf(GELU_SQRT_2_OVER_PI * (x + 0.044715f * x * x * x));
+        float du = GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
+        float grad = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
+        dinp[i] += grad * dout[i];
+    }
+}
+
+/* Gradient 1 where x > 0 and 0 where x <= 0 (0 at the kink, as PyTorch's
+ * threshold_backward); a NaN input passes the gradient through, as there. */
+void gptc_relu_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        dinp[i] += inp[i] <= 0.0f ? 0.0f : dout[i];
+    }
+}

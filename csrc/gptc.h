@@ -85,6 +85,13 @@ int gptc_get_num_threads(void);
 /* ------------------------------------------------------------------------
  * One function per layer of the chapter-4 model. Each takes its output
  * buffer first, then its inputs, then the shape.
+ *
+ * Beside each forward is its backward (for training). A backward takes the
+ * gradients it produces first, then the upstream gradient dout and what
+ * the forward read. Every gradient is ACCUMULATED (+=) into its buffer, so
+ * a parameter used twice (or a tied weight) simply collects both; the
+ * caller zeroes the buffers before a step. A gradient pointer may be NULL:
+ * that gradient is not needed and its work is skipped.
  * ---------------------------------------------------------------------- */
 
 /* embedding.c: out[i, :] = weight[idx[i], :] for i < n (nn.Embedding). */
@@ -93,19 +100,38 @@ void gptc_embedding_forward(float *out, const int64_t *idx, const float *weight,
 /* embedding.c: the model's input, out[b, t, :] = tok_emb[idx[b, t]] + pos_emb[t]. */
 void gptc_encoder_forward(float *out, const int64_t *idx, const float *tok_emb,
                           const float *pos_emb, int B, int T, int C);
+/* embedding.c: dweight[idx[i], :] += dout[i, :]; repeated ids accumulate. */
+void gptc_embedding_backward(float *dweight, const float *dout, const int64_t *idx,
+                             size_t n, int C);
 
 /* layernorm.c: over the last axis of N rows of C values, biased variance. */
 void gptc_layernorm_forward(float *out, const float *x, const float *scale,
                             const float *shift, size_t N, int C, float eps);
+/* layernorm.c: dinp [N, C], dscale [C], dshift [C]; the row mean and
+ * variance are recomputed from inp exactly as the forward computes them. */
+void gptc_layernorm_backward(float *dinp, float *dscale, float *dshift, const float *dout,
+                             const float *inp, const float *scale, size_t N, int C, float eps);
 
 /* gelu.c: the tanh approximation the book uses, elementwise. */
 void gptc_gelu_forward(float *out, const float *x, size_t n);
 /* relu, elementwise (the chapter's ReLU comparison and Sequential example). */
 void gptc_relu_forward(float *out, const float *x, size_t n);
+/* gelu.c: dinp += gelu'(inp) * dout (the derivative of the tanh form). */
+void gptc_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+/* gelu.c: dinp += dout where inp > 0 (gradient 0 at inp <= 0, as PyTorch). */
+void gptc_relu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
 /* matmul.c: out[M, N] = x[M, K] . weight[N, K]^T + bias[N] (bias may be NULL). */
 void gptc_linear_forward(float *out, const float *x, const float *weight,
                          const float *bias, int M, int K, int N);
+/* matmul.c: the gradients of gptc_linear_forward (inp is its x):
+ *   dinp[M, K] += dout[M, N] . W[N, K]
+ *   dweight[N, K] += dout^T . inp[M, K]
+ *   dbias[N] += column sums of dout
+ * Threaded over rows of dinp and of dweight; deterministic, and the same
+ * result for any thread count. */
+void gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight, int M, int K, int N);
 /* Which kernel gptc_linear_forward runs: "avx512", "avx2" or "generic". */
 const char *gptc_isa_name(void);
 
@@ -121,6 +147,14 @@ void gptc_residual_forward(float *out, const float *a, const float *b, size_t n)
  * zeroes it (no draws). out may alias x. */
 void gptc_dropout_forward(float *out, const float *x, size_t n, double p,
                           gptc_generator *g);
+/* dropout.c: the training forward that keeps its noise for the backward:
+ * noise[i] = 0 or 1.0f / (float)(1 - p), PyTorch's noise tensor, and
+ * out = x * noise, with the same draws as gptc_dropout_forward (p == 0:
+ * noise all 1; p == 1: all 0; no draws in either case). out may alias x. */
+void gptc_dropout_forward_noise(float *out, float *noise, const float *x, size_t n,
+                                double p, gptc_generator *g);
+/* dropout.c: dinp += dout * noise. */
+void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, size_t n);
 
 /* attention.c: the causal core of multi-head attention. q, k, v are
  * (B, T, NH * HS) as the Linear projections produce them; out is the
@@ -134,6 +168,22 @@ size_t gptc_attention_scratch_floats(int B, int T, int NH, double dropout_p,
 void gptc_attention_forward(float *out, const float *q, const float *k, const float *v,
                             int B, int T, int NH, int HS, double dropout_p,
                             gptc_generator *g, float *scratch, int nthreads);
+/* attention.c: gptc_attention_forward for training: same draws, same out,
+ * and it keeps att (B, NH, T, T), the softmax weights before dropout
+ * (zeros above the diagonal), and noise (B, NH, T, T), the dropout noise
+ * (0 or 1 / (1 - p); may be NULL when dropout_p == 0, else all ones). */
+void gptc_attention_forward_train(float *out, float *att, float *noise, const float *q,
+                                  const float *k, const float *v, int B, int T, int NH,
+                                  int HS, double dropout_p, gptc_generator *g, int nthreads);
+/* attention.c: the gradients of the training forward with respect to q, k
+ * and v, all (B, T, NH * HS) like dout; noise NULL means no dropout.
+ * Threaded over (b, h) on nthreads threads; scratch must hold
+ * gptc_attention_backward_scratch_floats(B, T, NH, nthreads) floats. */
+size_t gptc_attention_backward_scratch_floats(int B, int T, int NH, int nthreads);
+void gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                             const float *q, const float *k, const float *v, const float *att,
+                             const float *noise, int B, int T, int NH, int HS, float *scratch,
+                             int nthreads);
 
 /* The weights of MultiHeadAttention, by the book's attribute names.
  * The q/k/v biases are NULL when qkv_bias=False. */
@@ -157,6 +207,21 @@ void gptc_feedforward_forward(float *out, const float *x,
                               const float *w_fc, const float *b_fc,
                               const float *w_proj, const float *b_proj,
                               int N, int C, int H, float *hidden);
+
+/* ------------------------------------------------------------------------
+ * loss.c - the training losses.
+ * ---------------------------------------------------------------------- */
+/* losses[i] = logsumexp(logits[i, :]) - logits[i, targets[i]] for N rows of
+ * V logits (F.cross_entropy with reduction='none'); targets in [0, V). */
+void gptc_crossentropy_forward(float *losses, const float *logits, const int64_t *targets,
+                               size_t N, int V);
+/* dlogits[i, :] += dlosses[i] * (softmax(logits[i, :]) - onehot(targets[i])). */
+void gptc_crossentropy_backward(float *dlogits, const float *dlosses, const float *logits,
+                                const int64_t *targets, size_t N, int V);
+/* dpred += dloss_scale * 2 * (pred - target); for a mean over n values the
+ * caller passes dloss_scale = dloss / n. */
+void gptc_mse_backward(float *dpred, const float *pred, const float *target,
+                       float dloss_scale, size_t n);
 
 /* ------------------------------------------------------------------------
  * model.c - the whole GPTModel forward in one call.

@@ -11,9 +11,11 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 
-static void layernorm_row(float *out, const float *x, const float *scale,
-                          const float *shift, int C, float eps)
+/* Mean and 1 / sqrt(var + eps) of one row; the forward and the backward
+ * both call this, so the backward differentiates exactly what ran. */
+static void row_stats(const float *x, int C, float eps, float *mean_out, float *rstd_out)
 {
     double sum = 0.0;
     for (int c = 0; c < C; c++) {
@@ -26,7 +28,15 @@ static void layernorm_row(float *out, const float *x, const float *scale,
         sq += d * d;
     }
     float var = (float)(sq / C);
-    float rstd = 1.0f / sqrtf(var + eps);
+    *mean_out = mean;
+    *rstd_out = 1.0f / sqrtf(var + eps);
+}
+
+static void layernorm_row(float *out, const float *x, const float *scale,
+                          const float *shift, int C, float eps)
+{
+    float mean, rstd;
+    row_stats(x, C, eps, &mean, &rstd);
     for (int c = 0; c < C; c++) {
         out[c] = scale[c] * ((x[c] - mean) * rstd) + shift[c];
     }
@@ -41,4 +51,112 @@ void gptc_layernorm_forward(float *out, const float *x, const float *scale,
     for (long long i = 0; i < rows; i++) {
         layernorm_row(out + i * C, x + i * C, scale, shift, C, eps);
     }
+}
+
+/*
+ * Backward. With xhat = (x - mean) * rstd and y = scale * xhat + shift,
+ *   dshift += dy,  dscale += dy * xhat   (summed over rows),
+ *   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  g = dy * scale,
+ * the two means being the paths through mean and variance (both depend on
+ * every value of the row). The statistics are recomputed from the input
+ * rather than kept from the forward: one extra pass over a row is cheaper
+ * than threading two more buffers through every caller.
+ */
+static void layernorm_backward_row(float *dinp, const float *dout, const float *x,
+                                   const float *scale, int C, float mean, float rstd)
+{
+    double sum_g = 0.0, sum_gx = 0.0;
+    for (int c = 0; c < C; c++) {
+        float g = dout[c] * scale[c];
+        sum_g += g;
+        sum_gx += (double)g * ((x[c] - mean) * rstd);
+    }
+    float mean_g = (float)(sum_g / C), mean_gx = (float)(sum_gx / C);
+    for (int c = 0; c < C; c++) {
+        float xhat = (x[c] - mean) * rstd;
+        float g = dout[c] * scale[c];
+        dinp[c] += rstd * (g - mean_g - xhat * mean_gx);
+    }
+}
+
+/* dscale / dshift for columns [c0, c0 + len), len <= 64, summed over all
+ * rows in double; the row statistics come from stats (mean, rstd pairs). */
+static void layernorm_backward_params(float *dscale, float *dshift, const float *dout,
+                                      const float *x, const float *stats, size_t N, int C,
+                                      int c0, int len)
+{
+    double acc_s[64], acc_b[64];
+    for (int j = 0; j < len; j++) acc_s[j] = acc_b[j] = 0.0;
+    for (size_t i = 0; i < N; i++) {
+        const float *xr = x + i * C + c0, *dr = dout + i * C + c0;
+        float mean = stats[2 * i], rstd = stats[2 * i + 1];
+        for (int j = 0; j < len; j++) {
+            acc_s[j] += (double)dr[j] * ((xr[j] - mean) * rstd);
+            acc_b[j] += dr[j];
+        }
+    }
+    for (int j = 0; j < len; j++) {
+        if (dscale != NULL) dscale[c0 + j] += (float)acc_s[j];
+        if (dshift != NULL) dshift[c0 + j] += (float)acc_b[j];
+    }
+}
+
+void gptc_layernorm_backward(float *dinp, float *dscale, float *dshift, const float *dout,
+                             const float *inp, const float *scale, size_t N, int C, float eps)
+{
+    long long rows = (long long)N;
+    int nthreads = gptc_get_num_threads();
+    int parallel = nthreads > 1 && rows * C >= GPTC_PARALLEL_MIN_WORK;
+    /* The parameter gradients sum over rows, so splitting rows among
+     * threads would need partial sums per thread. Instead the first pass
+     * (rows split among threads) keeps each row's statistics, 2 floats a
+     * row, and the second pass splits the columns. The same two passes run
+     * on one thread, so the result does not depend on the thread count. */
+    float *stats = NULL;
+    if (dscale != NULL || dshift != NULL) {
+        stats = malloc((N > 0 ? N : 1) * 2 * sizeof(float));
+        if (stats == NULL) {
+            /* out of memory: one pass, the sums kept in float */
+            for (size_t i = 0; i < N; i++) {
+                const float *xr = inp + i * C, *dr = dout + i * C;
+                float mean, rstd;
+                row_stats(xr, C, eps, &mean, &rstd);
+                if (dinp != NULL) {
+                    layernorm_backward_row(dinp + i * C, dr, xr, scale, C, mean, rstd);
+                }
+                for (int c = 0; c < C; c++) {
+                    if (dscale != NULL) dscale[c] += dr[c] * ((xr[c] - mean) * rstd);
+                    if (dshift != NULL) dshift[c] += dr[c];
+                }
+            }
+            return;
+        }
+    }
+#pragma omp parallel num_threads(nthreads) if (parallel)
+    {
+#pragma omp for schedule(static)
+        for (long long i = 0; i < rows; i++) {
+            const float *xr = inp + i * C;
+            float mean, rstd;
+            row_stats(xr, C, eps, &mean, &rstd);
+            if (stats != NULL) {
+                stats[2 * i] = mean;
+                stats[2 * i + 1] = rstd;
+            }
+            if (dinp != NULL) {
+                layernorm_backward_row(dinp + i * C, dout + i * C, xr, scale, C, mean, rstd);
+            }
+        }
+        /* (the implicit barrier of the loop above: every row's statistics
+         * are written before any column sum reads them) */
+        if (stats != NULL) {
+            int nchunks = (C + 63) / 64;
+#pragma omp for schedule(static)
+            for (int ch = 0; ch < nchunks; ch++) {
+                int c0 = ch * 64, len = C - c0 < 64 ? C - c0 : 64;
+                layernorm_backward_params(dscale, dshift, dout, inp, stats, N, C, c0, len);
+            }
+        }
+    }
+    free(stats);
 }

@@ -15,6 +15,9 @@
  * tiles are explicit rather than left to the auto-vectoriser: GCC 12 at -O3
  * vectorised the portable tile for AVX-512 into loads one row past the end
  * of x, a read that faults when x ends at a page boundary.
+ *
+ * The backward (the gradients of x, W and the bias, for training) is at the
+ * end of the file; its kernel is dispatched the same way.
  */
 #include "gptc.h"
 #include "internal.h"
@@ -253,18 +256,144 @@ static void linear_rows_avx512(float *out, const float *x, const float *weight,
 }
 #endif
 
+/* ------------------------------------------------------------------------
+ * Backward. Both gradients of a Linear layer have the same shape of
+ * computation, an accumulation into a row-major matrix
+ *     G[r, k] += sum_l A(r, l) * Bm[l, k]
+ * where Bm is contiguous in k and A is read with arbitrary strides:
+ *   dinp[m, k]    += sum_n dout[m, n] * W[n, k]     (A = dout, Bm = W)
+ *   dweight[n, k] += sum_m dout[m, n] * inp[m, k]   (A = dout^T, Bm = inp)
+ * so neither needs a transposed copy. The inner step broadcasts one A
+ * value against 16 consecutive Bm values, which are contiguous, and adds
+ * into a 6 x 16 tile of G held in registers (twelve 8-lane vectors).
+ *
+ * Every element of G is summed in the same order (l = 0, 1, ..., L-1,
+ * in blocks of GL added to the old value one after the other) whatever
+ * the number of threads: the result is deterministic and independent of
+ * the thread count. Written with GCC's vector extensions so one body compiles to SSE
+ * (generic) or AVX2 + FMA, dispatched like the forward kernel.
+ * ---------------------------------------------------------------------- */
+typedef float vec8 __attribute__((vector_size(32)));
+
+#define GR 6        /* rows of G per register tile: 12 accumulators, 2 Bm
+                       vectors and a broadcast fit AVX2's 16 registers */
+#define GL 128      /* reduction depth per block: the packed 6 x 128 slice
+                       of A stays in L1 */
+#define GK 256      /* columns per block: a 128 x 256 panel of Bm (128 KB) stays in L2 */
+
+typedef void (*grad_rows_fn)(float *g, const float *a, ptrdiff_t ars, ptrdiff_t als,
+                             const float *bm, int K, int L, int r0, int r1, int k0, int k1);
+
+/* An R x (8 * V) tile of G (R <= GR, V <= 2) += A slice . Bm slice, over
+ * L. The A slice is packed: ap[l * R + i] is A(row i, l). The products are
+ * summed from zero and the block's sum added to G once: G may already hold
+ * a large gradient, and adding each small product to it directly would
+ * round at G's scale L times instead of once. */
+static inline __attribute__((always_inline)) void grad_tile(
+    float *g, int ldg, const float *ap, const float *bm, int ldb, int L, const int R,
+    const int V)
+{
+    vec8 acc[GR][2];
+    for (int i = 0; i < R; i++) {
+        for (int v = 0; v < V; v++) acc[i][v] = (vec8){0};
+    }
+    for (int l = 0; l < L; l++) {
+        vec8 b[2];
+        for (int v = 0; v < V; v++) memcpy(&b[v], bm + (size_t)l * ldb + 8 * v, sizeof(vec8));
+        for (int i = 0; i < R; i++) {
+            float s = ap[l * R + i];
+            for (int v = 0; v < V; v++) acc[i][v] += s * b[v];
+        }
+    }
+    for (int i = 0; i < R; i++) {
+        for (int v = 0; v < V; v++) {
+            vec8 old;
+            memcpy(&old, g + (size_t)i * ldg + 8 * v, sizeof(vec8));
+            old += acc[i][v];
+            memcpy(g + (size_t)i * ldg + 8 * v, &old, sizeof(vec8));
+        }
+    }
+}
+
+/* Columns [k0, k1) of R rows of G: 16-wide tiles, one 8-wide, then scalars.
+ * The R x L slice of A is packed first into ap: A may be read with a large
+ * stride (dout^T steps a whole row of dout per l, a new page every few
+ * values), and once packed every tile of the strip reads it as one short
+ * contiguous stream. */
+static inline __attribute__((always_inline)) void grad_strip(
+    float *g, int ldg, const float *a, ptrdiff_t ars, ptrdiff_t als, const float *bm,
+    int ldb, int L, int k0, int k1, const int R)
+{
+    float ap[GL * GR];
+    for (int l = 0; l < L; l++) {
+        for (int i = 0; i < R; i++) ap[l * R + i] = a[i * ars + l * als];
+    }
+    int k = k0;
+    for (; k + 16 <= k1; k += 16) grad_tile(g + k, ldg, ap, bm + k, ldb, L, R, 2);
+    for (; k + 8 <= k1; k += 8) grad_tile(g + k, ldg, ap, bm + k, ldb, L, R, 1);
+    for (; k < k1; k++) {
+        for (int i = 0; i < R; i++) {
+            float s = 0.0f;
+            for (int l = 0; l < L; l++) s += ap[l * R + i] * bm[(size_t)l * ldb + k];
+            g[(size_t)i * ldg + k] += s;
+        }
+    }
+}
+
+/* Rows [r0, r1) and columns [k0, k1) of G (row stride K), over all L. The
+ * reduction is cut into GL-deep blocks and the columns into GK-wide ones so
+ * the slice of Bm being used stays in cache while all the rows meet it. */
+static inline __attribute__((always_inline)) void grad_rows_body(
+    float *g, const float *a, ptrdiff_t ars, ptrdiff_t als, const float *bm,
+    int K, int L, int r0, int r1, int k0, int k1)
+{
+    for (int l0 = 0; l0 < L; l0 += GL) {
+        int lb = L - l0 < GL ? L - l0 : GL;
+        const float *al = a + l0 * als;
+        const float *bl = bm + (size_t)l0 * K;
+        for (int c0 = k0; c0 < k1; c0 += GK) {
+            int c1 = k1 - c0 < GK ? k1 : c0 + GK;
+            int r = r0;
+            for (; r + GR <= r1; r += GR) {
+                grad_strip(g + (size_t)r * K, K, al + r * ars, ars, als, bl, K, lb, c0, c1, GR);
+            }
+            for (; r < r1; r++) {
+                grad_strip(g + (size_t)r * K, K, al + r * ars, ars, als, bl, K, lb, c0, c1, 1);
+            }
+        }
+    }
+}
+
+static void grad_rows_generic(float *g, const float *a, ptrdiff_t ars, ptrdiff_t als,
+                              const float *bm, int K, int L, int r0, int r1, int k0, int k1)
+{
+    grad_rows_body(g, a, ars, als, bm, K, L, r0, r1, k0, k1);
+}
+
+#ifdef GPTC_HAVE_X86_KERNELS
+/* Also used when the forward runs AVX-512: this loop is bound by loads of
+ * the G tile and Bm, not by the vector width. */
+__attribute__((target("avx2,fma")))
+static void grad_rows_avx2(float *g, const float *a, ptrdiff_t ars, ptrdiff_t als,
+                           const float *bm, int K, int L, int r0, int r1, int k0, int k1)
+{
+    grad_rows_body(g, a, ars, als, bm, K, L, r0, r1, k0, k1);
+}
+#endif
+
 typedef struct {
     const char *name;
     linear_rows_fn fn;
+    grad_rows_fn grad;
 } isa_kernel;
 
 enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512 };
 
 static const isa_kernel kernels[] = {
-    [ISA_GENERIC] = {"generic", linear_rows_generic},
+    [ISA_GENERIC] = {"generic", linear_rows_generic, grad_rows_generic},
 #ifdef GPTC_HAVE_X86_KERNELS
-    [ISA_AVX2] = {"avx2", linear_rows_avx2},
-    [ISA_AVX512] = {"avx512", linear_rows_avx512},
+    [ISA_AVX2] = {"avx2", linear_rows_avx2, grad_rows_avx2},
+    [ISA_AVX512] = {"avx512", linear_rows_avx512, grad_rows_avx2},
 #endif
 };
 
@@ -329,5 +458,73 @@ void gptc_linear_forward(float *out, const float *x, const float *weight,
         int begin = c * chunk;
         int end = begin + chunk < N ? begin + chunk : N;
         fn(out, x, weight, bias, M, K, N, begin, end);
+    }
+}
+
+/* G[R, K] += A . Bm over L (see grad_rows_body), on nthreads threads. Each
+ * task owns a block of whole rows of G, or of rows and columns when there
+ * are too few rows to go round: no element is ever written by two threads. */
+static void grad_parallel(grad_rows_fn fn, float *g, const float *a, ptrdiff_t ars,
+                          ptrdiff_t als, const float *bm, int R, int K, int L)
+{
+    int nthreads = gptc_get_num_threads();
+    double work = (double)R * K * L;
+    if (nthreads <= 1 || work < GPTC_PARALLEL_MIN_WORK) {
+        fn(g, a, ars, als, bm, K, L, 0, R, 0, K);
+        return;
+    }
+    /* About two tasks per thread: few enough that each task's rows reuse
+     * the cached Bm panel, enough for a busy core to hand work over. */
+    int want = 2 * nthreads;
+    int rc = (R + want - 1) / want;
+    rc = (rc + GR - 1) / GR * GR;
+    int nr = (R + rc - 1) / rc;
+    int kc = K;
+    if (nr < want) {
+        int nk = (want + nr - 1) / nr;
+        kc = (K + nk - 1) / nk;
+        kc = (kc + 15) / 16 * 16;
+        kc = kc < 64 ? 64 : kc;
+    }
+    int nk = K > 0 ? (K + kc - 1) / kc : 1;
+    int ntasks = nr * nk;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
+    for (int t = 0; t < ntasks; t++) {
+        int r0 = (t / nk) * rc, k0 = (t % nk) * kc;
+        int r1 = r0 + rc < R ? r0 + rc : R;
+        int k1 = k0 + kc < K ? k0 + kc : K;
+        fn(g, a, ars, als, bm, K, L, r0, r1, k0, k1);
+    }
+}
+
+void gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                          const float *inp, const float *weight, int M, int K, int N)
+{
+    grad_rows_fn fn = selected_kernel()->grad;
+    if (dinp != NULL) {
+        /* dinp[m, k] += sum_n dout[m, n] W[n, k]: A(m, n) = dout[m * N + n] */
+        grad_parallel(fn, dinp, dout, N, 1, weight, M, K, N);
+    }
+    if (dweight != NULL) {
+        /* dweight[n, k] += sum_m dout[m, n] inp[m, k]: A(n, m) = dout[m * N + n] */
+        grad_parallel(fn, dweight, dout, 1, N, inp, N, K, M);
+    }
+    if (dbias != NULL) {
+        /* Column sums of dout, 256 columns at a time in double: a bias
+         * gradient sums over every row of the batch, which may be many. */
+        int nchunks = (N + 255) / 256;
+        double work = (double)M * N;
+#pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
+    if (work >= GPTC_PARALLEL_MIN_WORK && nchunks > 1)
+        for (int c = 0; c < nchunks; c++) {
+            int n0 = c * 256, len = N - n0 < 256 ? N - n0 : 256;
+            double acc[256];
+            for (int j = 0; j < len; j++) acc[j] = 0.0;
+            for (int m = 0; m < M; m++) {
+                const float *row = dout + (size_t)m * N + n0;
+                for (int j = 0; j < len; j++) acc[j] += row[j];
+            }
+            for (int j = 0; j < len; j++) dbias[n0 + j] += (float)acc[j];
+        }
     }
 }

@@ -821,6 +821,481 @@ done:
 }
 
 /* ------------------------------------------------------------------------
+ * Backward (training). Every gradient argument is an existing float32
+ * array the gradient is ADDED into (the C functions accumulate), or None
+ * when that gradient is not needed. The functions return None, except the
+ * training forwards, which return what their backward needs.
+ * ---------------------------------------------------------------------- */
+
+/* A float32 input of exactly the given shape. */
+static PyArrayObject *f32_shaped(PyObject *obj, const char *name, int ndim,
+                                 const npy_intp *shape)
+{
+    PyArrayObject *a = check_array(obj, name, NPY_FLOAT32, ndim);
+    if (a == NULL || check_shape(a, name, ndim, shape) < 0) return NULL;
+    return a;
+}
+
+/* A gradient to accumulate into: None (*out = NULL) or a writable float32
+ * array of exactly the given shape. */
+static int grad_out(PyObject *obj, const char *name, int ndim, const npy_intp *shape,
+                    PyArrayObject **out)
+{
+    *out = NULL;
+    if (obj == Py_None) return 0;
+    PyArrayObject *a = writable_f32(obj, name);
+    if (a == NULL || check_shape(a, name, ndim, shape) < 0) return -1;
+    *out = a;
+    return 0;
+}
+
+static float *data_or_null(PyArrayObject *a)
+{
+    return a == NULL ? NULL : (float *)PyArray_DATA(a);
+}
+
+/* Do the memory ranges of two (contiguous) arrays intersect? */
+static int overlap(PyArrayObject *a, PyArrayObject *b)
+{
+    if (a == NULL || b == NULL || PyArray_NBYTES(a) == 0 || PyArray_NBYTES(b) == 0) return 0;
+    uintptr_t a0 = (uintptr_t)PyArray_DATA(a), a1 = a0 + (uintptr_t)PyArray_NBYTES(a);
+    uintptr_t b0 = (uintptr_t)PyArray_DATA(b), b1 = b0 + (uintptr_t)PyArray_NBYTES(b);
+    return a0 < b1 && b0 < a1;
+}
+
+/* A gradient written while the kernel still reads its inputs (or another
+ * gradient) would corrupt the result, so outputs must not share memory
+ * with each other or with any input. allow_same: an elementwise kernel may
+ * accumulate into exactly the buffer of one of its inputs, since each
+ * element is read before it is written. */
+static int check_disjoint(PyArrayObject *const *outs, const char *const *out_names, int n_out,
+                          PyArrayObject *const *ins, const char *const *in_names, int n_in,
+                          int allow_same)
+{
+    for (int i = 0; i < n_out; i++) {
+        for (int j = i + 1; j < n_out; j++) {
+            if (overlap(outs[i], outs[j])) {
+                PyErr_Format(PyExc_ValueError, "%s and %s must not share memory",
+                             out_names[i], out_names[j]);
+                return -1;
+            }
+        }
+        for (int j = 0; j < n_in; j++) {
+            if (!overlap(outs[i], ins[j])) continue;
+            if (allow_same && PyArray_DATA(outs[i]) == PyArray_DATA(ins[j]) &&
+                PyArray_NBYTES(outs[i]) == PyArray_NBYTES(ins[j]))
+                continue;
+            PyErr_Format(PyExc_ValueError, "%s must not share memory with %s", out_names[i],
+                         in_names[j]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_linear_backward(PyObject *self, PyObject *args)
+{
+    PyObject *dout_obj, *x_obj, *w_obj, *dx_obj, *dw_obj, *db_obj;
+    if (!PyArg_ParseTuple(args, "OOOOOO:linear_backward", &dout_obj, &x_obj, &w_obj, &dx_obj,
+                          &dw_obj, &db_obj))
+        return NULL;
+    PyArrayObject *x = check_array(x_obj, "inp", NPY_FLOAT32, -1);
+    PyArrayObject *w = x == NULL ? NULL : check_array(w_obj, "weight", NPY_FLOAT32, 2);
+    if (w == NULL) return NULL;
+    npy_intp M, K, N = PyArray_DIM(w, 0);
+    if (rows_and_width(x, "inp", &M, &K) < 0 || check_last_dim(x, "inp", PyArray_DIM(w, 1)) < 0 ||
+        !fits_int(N, "out_features"))
+        return NULL;
+    int nd = PyArray_NDIM(x);
+    npy_intp dshape[NPY_MAXDIMS];
+    memcpy(dshape, PyArray_DIMS(x), nd * sizeof(npy_intp));
+    dshape[nd - 1] = N;
+    PyArrayObject *dout = f32_shaped(dout_obj, "dout", nd, dshape);
+    if (dout == NULL) return NULL;
+    npy_intp wshape[2] = {N, K}, bshape[1] = {N};
+    PyArrayObject *dx, *dw, *db;
+    if (grad_out(dx_obj, "dinp", nd, PyArray_DIMS(x), &dx) < 0 ||
+        grad_out(dw_obj, "dweight", 2, wshape, &dw) < 0 ||
+        grad_out(db_obj, "dbias", 1, bshape, &db) < 0)
+        return NULL;
+    PyArrayObject *outs[] = {dx, dw, db}, *ins[] = {dout, x, w};
+    const char *out_names[] = {"dinp", "dweight", "dbias"}, *in_names[] = {"dout", "inp", "weight"};
+    if (check_disjoint(outs, out_names, 3, ins, in_names, 3, 0) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_linear_backward(data_or_null(dx), data_or_null(dw), data_or_null(db),
+                         (const float *)PyArray_DATA(dout), (const float *)PyArray_DATA(x),
+                         (const float *)PyArray_DATA(w), (int)M, (int)K, (int)N);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_layer_norm_backward(PyObject *self, PyObject *args)
+{
+    PyObject *dout_obj, *x_obj, *scale_obj, *dx_obj, *dscale_obj, *dshift_obj;
+    double eps;
+    if (!PyArg_ParseTuple(args, "OOOdOOO:layer_norm_backward", &dout_obj, &x_obj, &scale_obj,
+                          &eps, &dx_obj, &dscale_obj, &dshift_obj))
+        return NULL;
+    PyArrayObject *x = check_array(x_obj, "inp", NPY_FLOAT32, -1);
+    if (x == NULL) return NULL;
+    npy_intp rows, C;
+    if (rows_and_width(x, "inp", &rows, &C) < 0) return NULL;
+    PyArrayObject *sc = check_array(scale_obj, "scale", NPY_FLOAT32, 1);
+    if (sc == NULL || check_last_dim(x, "inp", PyArray_DIM(sc, 0)) < 0) return NULL;
+    if (!(eps > 0.0)) {
+        PyErr_Format(PyExc_ValueError, "eps must be positive, got %R", PyTuple_GET_ITEM(args, 3));
+        return NULL;
+    }
+    int nd = PyArray_NDIM(x);
+    PyArrayObject *dout = f32_shaped(dout_obj, "dout", nd, PyArray_DIMS(x));
+    if (dout == NULL) return NULL;
+    npy_intp cshape[1] = {C};
+    PyArrayObject *dx, *dscale, *dshift;
+    if (grad_out(dx_obj, "dinp", nd, PyArray_DIMS(x), &dx) < 0 ||
+        grad_out(dscale_obj, "dscale", 1, cshape, &dscale) < 0 ||
+        grad_out(dshift_obj, "dshift", 1, cshape, &dshift) < 0)
+        return NULL;
+    PyArrayObject *outs[] = {dx, dscale, dshift}, *ins[] = {dout, x, sc};
+    const char *out_names[] = {"dinp", "dscale", "dshift"}, *in_names[] = {"dout", "inp", "scale"};
+    if (check_disjoint(outs, out_names, 3, ins, in_names, 3, 0) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_layernorm_backward(data_or_null(dx), data_or_null(dscale), data_or_null(dshift),
+                            (const float *)PyArray_DATA(dout), (const float *)PyArray_DATA(x),
+                            (const float *)PyArray_DATA(sc), (size_t)rows, (int)C, (float)eps);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+typedef void (*elementwise_backward_fn)(float *dinp, const float *inp, const float *dout,
+                                        size_t n);
+
+/* dinp += f'(inp) * dout for an elementwise f: all three of one shape. */
+static PyObject *elementwise_backward(PyObject *args, const char *fmt, const char *second,
+                                      elementwise_backward_fn fn)
+{
+    PyObject *dout_obj, *x_obj, *dx_obj;
+    if (!PyArg_ParseTuple(args, fmt, &dout_obj, &x_obj, &dx_obj)) return NULL;
+    PyArrayObject *x = check_array(x_obj, second, NPY_FLOAT32, -1);
+    if (x == NULL) return NULL;
+    int nd = PyArray_NDIM(x);
+    PyArrayObject *dout = f32_shaped(dout_obj, "dout", nd, PyArray_DIMS(x));
+    PyArrayObject *dx;
+    if (dout == NULL || grad_out(dx_obj, "dinp", nd, PyArray_DIMS(x), &dx) < 0) return NULL;
+    PyArrayObject *outs[] = {dx}, *ins[] = {dout, x};
+    const char *out_names[] = {"dinp"}, *in_names[] = {"dout", second};
+    if (check_disjoint(outs, out_names, 1, ins, in_names, 2, 1) < 0) return NULL;
+    if (dx != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        fn((float *)PyArray_DATA(dx), (const float *)PyArray_DATA(x),
+           (const float *)PyArray_DATA(dout), (size_t)PyArray_SIZE(x));
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_gelu_backward(PyObject *self, PyObject *args)
+{
+    return elementwise_backward(args, "OOO:gelu_backward", "inp", gptc_gelu_backward);
+}
+
+static PyObject *py_relu_backward(PyObject *self, PyObject *args)
+{
+    return elementwise_backward(args, "OOO:relu_backward", "inp", gptc_relu_backward);
+}
+
+/* gptc_dropout_backward's arguments in elementwise_backward's order */
+static void dropout_backward_fn(float *dinp, const float *noise, const float *dout, size_t n)
+{
+    gptc_dropout_backward(dinp, dout, noise, n);
+}
+
+static PyObject *py_dropout_backward(PyObject *self, PyObject *args)
+{
+    return elementwise_backward(args, "OOO:dropout_backward", "noise", dropout_backward_fn);
+}
+
+static PyObject *py_embedding_backward(PyObject *self, PyObject *args)
+{
+    PyObject *dout_obj, *idx_obj, *dw_obj;
+    if (!PyArg_ParseTuple(args, "OOO:embedding_backward", &dout_obj, &idx_obj, &dw_obj))
+        return NULL;
+    PyArrayObject *idx = check_array(idx_obj, "idx", NPY_INT64, -1);
+    if (idx == NULL) return NULL;
+    int nd = PyArray_NDIM(idx);
+    if (nd + 1 > NPY_MAXDIMS) {
+        PyErr_SetString(PyExc_ValueError, "idx has too many dimensions");
+        return NULL;
+    }
+    if (dw_obj == Py_None) {
+        /* nothing to accumulate into; still refuse a malformed dout */
+        PyArrayObject *dout = check_array(dout_obj, "dout", NPY_FLOAT32, nd + 1);
+        if (dout == NULL) return NULL;
+        npy_intp dims[NPY_MAXDIMS];
+        for (int i = 0; i < nd; i++) dims[i] = PyArray_DIM(idx, i);   /* nd may be 0 */
+        dims[nd] = PyArray_DIM(dout, nd);
+        if (check_shape(dout, "dout", nd + 1, dims) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyArrayObject *dw = writable_f32(dw_obj, "dweight");
+    if (dw == NULL) return NULL;
+    if (PyArray_NDIM(dw) != 2) {
+        PyObject *s = shape_str(PyArray_NDIM(dw), PyArray_DIMS(dw));
+        if (s != NULL) {
+            PyErr_Format(PyExc_ValueError, "dweight must have 2 dimensions, got shape %U", s);
+            Py_DECREF(s);
+        }
+        return NULL;
+    }
+    npy_intp V = PyArray_DIM(dw, 0), C = PyArray_DIM(dw, 1);
+    if (!fits_int(C, "embedding_dim")) return NULL;
+    npy_intp dims[NPY_MAXDIMS];
+    for (int i = 0; i < nd; i++) dims[i] = PyArray_DIM(idx, i);   /* nd may be 0 */
+    dims[nd] = C;
+    PyArrayObject *dout = f32_shaped(dout_obj, "dout", nd + 1, dims);
+    if (dout == NULL || check_token_ids(idx, "idx", V) < 0) return NULL;
+    PyArrayObject *outs[] = {dw}, *ins[] = {dout, idx};
+    const char *out_names[] = {"dweight"}, *in_names[] = {"dout", "idx"};
+    if (check_disjoint(outs, out_names, 1, ins, in_names, 2, 0) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_embedding_backward((float *)PyArray_DATA(dw), (const float *)PyArray_DATA(dout),
+                            (const int64_t *)PyArray_DATA(idx), (size_t)PyArray_SIZE(idx),
+                            (int)C);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_dropout_train(PyObject *self, PyObject *args)
+{
+    PyObject *x_obj, *gen_obj;
+    double p;
+    if (!PyArg_ParseTuple(args, "OdO:dropout_train", &x_obj, &p, &gen_obj)) return NULL;
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
+    GeneratorObject *g = as_generator(gen_obj);
+    if (x == NULL || g == NULL || check_dropout(p, "p") < 0) return NULL;
+    PyArrayObject *out = new_f32(PyArray_NDIM(x), PyArray_DIMS(x));
+    if (out == NULL) return NULL;
+    PyArrayObject *noise = new_f32(PyArray_NDIM(x), PyArray_DIMS(x));
+    if (noise == NULL) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    size_t n = (size_t)PyArray_SIZE(x);
+    lock_generator(g);
+    Py_BEGIN_ALLOW_THREADS
+    gptc_dropout_forward_noise((float *)PyArray_DATA(out), (float *)PyArray_DATA(noise),
+                               (const float *)PyArray_DATA(x), n, p, &g->gen);
+    Py_END_ALLOW_THREADS
+    unlock_generator(g);
+    return Py_BuildValue("(NN)", out, noise);
+}
+
+/* q, k, v (B, T, C) with C = num_heads * head_dim: fills the dimensions and
+ * checks they fit the C code's ints and a (B, NH, T, T) weight tensor. */
+static int attention_dims(PyArrayObject *q, int num_heads, npy_intp *B, npy_intp *T,
+                          npy_intp *C)
+{
+    *B = PyArray_DIM(q, 0);
+    *T = PyArray_DIM(q, 1);
+    *C = PyArray_DIM(q, 2);
+    if (num_heads <= 0 || *C % num_heads != 0) {
+        PyErr_Format(PyExc_ValueError, "the last dimension of q (%zd) must be divisible by "
+                     "num_heads (%d)", (Py_ssize_t)*C, num_heads);
+        return -1;
+    }
+    if (!fits_int(*B * *T, "batch * num_tokens") || !fits_int(*C, "d_out") ||
+        !fits_int(*B * num_heads, "batch * num_heads"))
+        return -1;
+    /* the attention weights: B * NH * T * T floats must be addressable */
+    double weights = (double)*B * num_heads * (double)*T * (double)*T;
+    if (weights * sizeof(float) > (double)NPY_MAX_INTP) {
+        PyErr_Format(PyExc_ValueError, "the attention weights (%zd, %d, %zd, %zd) are too large",
+                     (Py_ssize_t)*B, num_heads, (Py_ssize_t)*T, (Py_ssize_t)*T);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_attention_train(PyObject *self, PyObject *args)
+{
+    PyObject *q_obj, *k_obj, *v_obj, *gen_obj;
+    int num_heads;
+    double p;
+    if (!PyArg_ParseTuple(args, "OOOidO:attention_train", &q_obj, &k_obj, &v_obj, &num_heads,
+                          &p, &gen_obj))
+        return NULL;
+    PyArrayObject *q = check_array(q_obj, "q", NPY_FLOAT32, 3);
+    if (q == NULL) return NULL;
+    PyArrayObject *k = f32_shaped(k_obj, "k", 3, PyArray_DIMS(q));
+    PyArrayObject *v = k == NULL ? NULL : f32_shaped(v_obj, "v", 3, PyArray_DIMS(q));
+    GeneratorObject *g = v == NULL ? NULL : as_generator(gen_obj);
+    if (g == NULL || check_dropout(p, "dropout_p") < 0) return NULL;
+    npy_intp B, T, C;
+    if (attention_dims(q, num_heads, &B, &T, &C) < 0) return NULL;
+    npy_intp adims[4] = {B, num_heads, T, T};
+    PyArrayObject *out = new_f32(3, PyArray_DIMS(q));
+    PyArrayObject *att = out == NULL ? NULL : new_f32(4, adims);
+    PyArrayObject *noise = NULL;
+    if (att != NULL && p > 0.0) noise = new_f32(4, adims);
+    if (att == NULL || (p > 0.0 && noise == NULL)) {
+        Py_XDECREF(out);
+        Py_XDECREF(att);
+        return NULL;
+    }
+    int nthreads = gptc_get_num_threads();
+    lock_generator(g);
+    Py_BEGIN_ALLOW_THREADS
+    gptc_attention_forward_train((float *)PyArray_DATA(out), (float *)PyArray_DATA(att),
+                                 data_or_null(noise), (const float *)PyArray_DATA(q),
+                                 (const float *)PyArray_DATA(k), (const float *)PyArray_DATA(v),
+                                 (int)B, (int)T, num_heads, (int)(C / num_heads), p, &g->gen,
+                                 nthreads);
+    Py_END_ALLOW_THREADS
+    unlock_generator(g);
+    if (noise == NULL) {
+        return Py_BuildValue("(NNO)", out, att, Py_None);
+    }
+    return Py_BuildValue("(NNN)", out, att, noise);
+}
+
+static PyObject *py_attention_backward(PyObject *self, PyObject *args)
+{
+    PyObject *dout_obj, *q_obj, *k_obj, *v_obj, *att_obj, *noise_obj, *dq_obj, *dk_obj, *dv_obj;
+    int num_heads;
+    if (!PyArg_ParseTuple(args, "OOOOOOiOOO:attention_backward", &dout_obj, &q_obj, &k_obj,
+                          &v_obj, &att_obj, &noise_obj, &num_heads, &dq_obj, &dk_obj, &dv_obj))
+        return NULL;
+    PyArrayObject *q = check_array(q_obj, "q", NPY_FLOAT32, 3);
+    if (q == NULL) return NULL;
+    npy_intp B, T, C;
+    if (attention_dims(q, num_heads, &B, &T, &C) < 0) return NULL;
+    const npy_intp *qshape = PyArray_DIMS(q);
+    npy_intp adims[4] = {B, num_heads, T, T};
+    PyArrayObject *k, *v, *dout, *att, *noise = NULL;
+    if ((k = f32_shaped(k_obj, "k", 3, qshape)) == NULL ||
+        (v = f32_shaped(v_obj, "v", 3, qshape)) == NULL ||
+        (dout = f32_shaped(dout_obj, "dout", 3, qshape)) == NULL ||
+        (att = f32_shaped(att_obj, "att", 4, adims)) == NULL)
+        return NULL;
+    if (noise_obj != Py_None && (noise = f32_shaped(noise_obj, "noise", 4, adims)) == NULL)
+        return NULL;
+    PyArrayObject *dq, *dk, *dv;
+    if (grad_out(dq_obj, "dq", 3, qshape, &dq) < 0 || grad_out(dk_obj, "dk", 3, qshape, &dk) < 0 ||
+        grad_out(dv_obj, "dv", 3, qshape, &dv) < 0)
+        return NULL;
+    PyArrayObject *outs[] = {dq, dk, dv}, *ins[] = {dout, q, k, v, att, noise};
+    const char *out_names[] = {"dq", "dk", "dv"};
+    const char *in_names[] = {"dout", "q", "k", "v", "att", "noise"};
+    if (check_disjoint(outs, out_names, 3, ins, in_names, 6, 0) < 0) return NULL;
+    int nthreads = gptc_get_num_threads();
+    size_t nscratch = gptc_attention_backward_scratch_floats((int)B, (int)T, num_heads, nthreads);
+    float *scratch = PyMem_Malloc((nscratch > 0 ? nscratch : 1) * sizeof(float));
+    if (scratch == NULL) return PyErr_NoMemory();
+    Py_BEGIN_ALLOW_THREADS
+    gptc_attention_backward(data_or_null(dq), data_or_null(dk), data_or_null(dv),
+                            (const float *)PyArray_DATA(dout), (const float *)PyArray_DATA(q),
+                            (const float *)PyArray_DATA(k), (const float *)PyArray_DATA(v),
+                            (const float *)PyArray_DATA(att),
+                            noise == NULL ? NULL : (const float *)PyArray_DATA(noise), (int)B,
+                            (int)T, num_heads, (int)(C / num_heads), scratch, nthreads);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(scratch);
+    Py_RETURN_NONE;
+}
+
+/* logits (N, V) and targets (N,) with every target in [0, V). */
+static int check_cross_entropy_args(PyObject *logits_obj, PyObject *targets_obj,
+                                    PyArrayObject **logits, PyArrayObject **targets)
+{
+    *logits = check_array(logits_obj, "logits", NPY_FLOAT32, 2);
+    if (*logits == NULL) return -1;
+    npy_intp N = PyArray_DIM(*logits, 0), V = PyArray_DIM(*logits, 1);
+    if (!fits_int(V, "number of classes")) return -1;
+    *targets = check_array(targets_obj, "targets", NPY_INT64, 1);
+    npy_intp tshape[1] = {N};
+    if (*targets == NULL || check_shape(*targets, "targets", 1, tshape) < 0) return -1;
+    const int64_t *t = (const int64_t *)PyArray_DATA(*targets);
+    for (npy_intp i = 0; i < N; i++) {
+        if (t[i] < 0 || t[i] >= V) {
+            PyErr_Format(PyExc_IndexError,
+                         "targets[%zd] = %lld is out of range: targets must be in [0, %zd) "
+                         "for logits with V = %zd classes",
+                         (Py_ssize_t)i, (long long)t[i], (Py_ssize_t)V, (Py_ssize_t)V);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *py_cross_entropy(PyObject *self, PyObject *args)
+{
+    PyObject *logits_obj, *targets_obj;
+    if (!PyArg_ParseTuple(args, "OO:cross_entropy", &logits_obj, &targets_obj)) return NULL;
+    PyArrayObject *logits, *targets;
+    if (check_cross_entropy_args(logits_obj, targets_obj, &logits, &targets) < 0) return NULL;
+    npy_intp N = PyArray_DIM(logits, 0), V = PyArray_DIM(logits, 1);
+    npy_intp dims[1] = {N};
+    PyArrayObject *losses = new_f32(1, dims);
+    if (losses == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_crossentropy_forward((float *)PyArray_DATA(losses), (const float *)PyArray_DATA(logits),
+                              (const int64_t *)PyArray_DATA(targets), (size_t)N, (int)V);
+    Py_END_ALLOW_THREADS
+    return (PyObject *)losses;
+}
+
+static PyObject *py_cross_entropy_backward(PyObject *self, PyObject *args)
+{
+    PyObject *dlosses_obj, *logits_obj, *targets_obj, *dlogits_obj;
+    if (!PyArg_ParseTuple(args, "OOOO:cross_entropy_backward", &dlosses_obj, &logits_obj,
+                          &targets_obj, &dlogits_obj))
+        return NULL;
+    PyArrayObject *logits, *targets;
+    if (check_cross_entropy_args(logits_obj, targets_obj, &logits, &targets) < 0) return NULL;
+    npy_intp N = PyArray_DIM(logits, 0), V = PyArray_DIM(logits, 1);
+    npy_intp nshape[1] = {N};
+    PyArrayObject *dlosses = f32_shaped(dlosses_obj, "dlosses", 1, nshape), *dlogits;
+    if (dlosses == NULL || grad_out(dlogits_obj, "dlogits", 2, PyArray_DIMS(logits), &dlogits) < 0)
+        return NULL;
+    PyArrayObject *outs[] = {dlogits}, *ins[] = {dlosses, logits, targets};
+    const char *out_names[] = {"dlogits"}, *in_names[] = {"dlosses", "logits", "targets"};
+    if (check_disjoint(outs, out_names, 1, ins, in_names, 3, 0) < 0) return NULL;
+    if (dlogits != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        gptc_crossentropy_backward((float *)PyArray_DATA(dlogits),
+                                   (const float *)PyArray_DATA(dlosses),
+                                   (const float *)PyArray_DATA(logits),
+                                   (const int64_t *)PyArray_DATA(targets), (size_t)N, (int)V);
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_mse_backward(PyObject *self, PyObject *args)
+{
+    PyObject *pred_obj, *target_obj, *dpred_obj;
+    double scale;
+    if (!PyArg_ParseTuple(args, "OOdO:mse_backward", &pred_obj, &target_obj, &scale, &dpred_obj))
+        return NULL;
+    PyArrayObject *pred = check_array(pred_obj, "pred", NPY_FLOAT32, -1);
+    if (pred == NULL) return NULL;
+    int nd = PyArray_NDIM(pred);
+    PyArrayObject *target = f32_shaped(target_obj, "target", nd, PyArray_DIMS(pred)), *dpred;
+    if (target == NULL || grad_out(dpred_obj, "dpred", nd, PyArray_DIMS(pred), &dpred) < 0)
+        return NULL;
+    PyArrayObject *outs[] = {dpred}, *ins[] = {pred, target};
+    const char *out_names[] = {"dpred"}, *in_names[] = {"pred", "target"};
+    if (check_disjoint(outs, out_names, 1, ins, in_names, 2, 1) < 0) return NULL;
+    if (dpred != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        gptc_mse_backward((float *)PyArray_DATA(dpred), (const float *)PyArray_DATA(pred),
+                          (const float *)PyArray_DATA(target), (float)scale,
+                          (size_t)PyArray_SIZE(pred));
+        Py_END_ALLOW_THREADS
+    }
+    Py_RETURN_NONE;
+}
+
+/* ------------------------------------------------------------------------
  * Threads and build information
  * ---------------------------------------------------------------------- */
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
@@ -861,6 +1336,27 @@ static PyMethodDef module_methods[] = {
     {"gpt_forward", py_gpt_forward, METH_VARARGS,
      "gpt_forward(in_idx, tok_emb, pos_emb, blocks, final_scale, final_shift, final_eps, "
      "out_head_w, out_head_b, n_heads, emb_dropout, generator)"},
+    {"linear_backward", py_linear_backward, METH_VARARGS,
+     "linear_backward(dout, inp, weight, dinp, dweight, dbias): accumulate into the "
+     "gradient arrays given (None: not needed)"},
+    {"layer_norm_backward", py_layer_norm_backward, METH_VARARGS,
+     "layer_norm_backward(dout, inp, scale, eps, dinp, dscale, dshift)"},
+    {"gelu_backward", py_gelu_backward, METH_VARARGS, "gelu_backward(dout, inp, dinp)"},
+    {"relu_backward", py_relu_backward, METH_VARARGS, "relu_backward(dout, inp, dinp)"},
+    {"embedding_backward", py_embedding_backward, METH_VARARGS,
+     "embedding_backward(dout, idx, dweight)"},
+    {"dropout_train", py_dropout_train, METH_VARARGS,
+     "dropout_train(input, p, generator) -> (out, noise)"},
+    {"dropout_backward", py_dropout_backward, METH_VARARGS, "dropout_backward(dout, noise, dinp)"},
+    {"attention_train", py_attention_train, METH_VARARGS,
+     "attention_train(q, k, v, num_heads, dropout_p, generator) -> (out, att, noise_or_None)"},
+    {"attention_backward", py_attention_backward, METH_VARARGS,
+     "attention_backward(dout, q, k, v, att, noise_or_None, num_heads, dq, dk, dv)"},
+    {"cross_entropy", py_cross_entropy, METH_VARARGS,
+     "cross_entropy(logits, targets) -> per-row losses (N,)"},
+    {"cross_entropy_backward", py_cross_entropy_backward, METH_VARARGS,
+     "cross_entropy_backward(dlosses, logits, targets, dlogits)"},
+    {"mse_backward", py_mse_backward, METH_VARARGS, "mse_backward(pred, target, scale, dpred)"},
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"isa", py_isa, METH_NOARGS, "isa(): the matmul kernel in use (avx512, avx2, generic)"},

@@ -58,7 +58,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=_int_in(-2 ** 63, 2 ** 64), default=123,
                         help="gptc.manual_seed before building the model (default: 123)")
     parser.add_argument("--weights", metavar="FILE",
-                        help="a safetensors state dict saved by gptc.save, for --model's config")
+                        help="a safetensors state dict saved by gptc.save, for --model's "
+                             "config (its context length and qkv biases are read from the file)")
     parser.add_argument("--threads", type=_int_in(1),
                         help="threads for gptc's parallel loops (default: all CPUs)")
     parser.add_argument("--bpe-dir", metavar="DIR",
@@ -85,8 +86,10 @@ def run(args):
         gptc.set_num_threads(args.threads)
     cfg = gptc.gpt2_config(args.model)
     tokenizer = _tokenizer(args.bpe_dir)
-    encoded = _encode(tokenizer, args.prompt, cfg)
     state = _read_weights(args.weights) if args.weights else None
+    if state is not None:
+        cfg = _config_for_weights(cfg, state)
+    encoded = _encode(tokenizer, args.prompt, cfg)
 
     start = time.perf_counter()
     gptc.manual_seed(args.seed)
@@ -146,6 +149,17 @@ def _read_weights(path):
         return gptc.load(path)
     except (OSError, ValueError) as exc:
         raise CLIError(f"cannot read weights file {path}: {exc}") from None
+
+
+def _config_for_weights(cfg, state):
+    """--model's config with what the file itself fixes: its context length (a
+    model trained as in chapter 5 uses 256) and whether it has qkv biases."""
+    cfg = dict(cfg)
+    pos = state.get("pos_emb.weight")
+    if pos is not None and pos.ndim == 2 and pos.shape[0] > 0:
+        cfg["context_length"] = int(pos.shape[0])
+    cfg["qkv_bias"] = "trf_blocks.0.att.W_query.bias" in state
+    return cfg
 
 
 def _load_weights(model, state, path, model_name):

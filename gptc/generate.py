@@ -3,6 +3,7 @@ import numpy as np
 
 from . import _C
 from ._convert import as_token_ids
+from .autograd import no_grad
 
 __all__ = ["generate_text_simple"]
 
@@ -25,7 +26,8 @@ def generate_text_simple(model, idx, max_new_tokens, context_size):
         raise ValueError(f"context_size must be a positive integer, got {context_size!r}")
     for _ in range(int(max_new_tokens)):
         idx_cond = idx[:, -context_size:]
-        logits = np.asarray(model(idx_cond))
+        with no_grad():
+            logits = np.asarray(model(idx_cond))
         logits = np.ascontiguousarray(logits[:, -1, :], dtype=np.float32)
         probas = _C.softmax(logits)
         idx_next = np.argmax(probas, axis=-1).astype(np.int64)[:, None]

@@ -12,8 +12,10 @@ import numpy as np
 
 from .. import _C
 from .._convert import as_float32, as_token_ids
+from ..autograd import Tensor, data_of, recording
 from ..config import check_config
 from ..random import default_generator
+from . import functional as F
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear
 from .module import Module, Sequential
 
@@ -91,11 +93,18 @@ class MultiHeadAttention(Module):
     def forward(self, x):
         """(batch, num_tokens, d_in) -> (batch, num_tokens, d_out). Any real-valued
         array-like is accepted and converted to contiguous float32."""
-        x = as_float32(x)
+        if not isinstance(x, Tensor):
+            x = as_float32(x)
         _check_input(x, "input", 3, self.W_query.in_features)
         if x.shape[1] > self.context_length:
             raise ValueError(f"input holds {x.shape[1]} tokens, more than context_length "
                              f"{self.context_length}")
+        if recording(x, *self.parameters()):
+            # Recorded step by step so that backward can run through each part.
+            queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
+            context = F.causal_attention(queries, keys, values, self.num_heads,
+                                         _dropout_p(self.dropout))
+            return self.out_proj(context)
         return _C.multihead_attention(
             x, self.W_query.weight, self.W_query.bias, self.W_key.weight, self.W_key.bias,
             self.W_value.weight, self.W_value.bias, self.out_proj.weight, self.out_proj.bias,
@@ -141,7 +150,7 @@ class TransformerBlock(Module):
         self.drop_shortcut = Dropout(cfg["drop_rate"])
 
     def forward(self, x):
-        shortcut = as_float32(x)
+        shortcut = x if isinstance(x, Tensor) else as_float32(x)
         x = self.norm1(shortcut)
         x = self.att(x)
         x = self.drop_shortcut(x)
@@ -155,7 +164,7 @@ class TransformerBlock(Module):
         return x
 
 
-def _check_in_idx(in_idx, context_length):
+def _check_in_idx(in_idx, context_length, vocab_size):
     """Token ids as a (batch, seq_len) int64 array, or a clear error."""
     in_idx = as_token_ids(in_idx, name="in_idx", ndim=2)
     batch, seq_len = in_idx.shape
@@ -166,6 +175,12 @@ def _check_in_idx(in_idx, context_length):
         raise ValueError(f"in_idx holds sequences of {seq_len} tokens, longer than the "
                          f"context_length {context_length} (crop it to the last "
                          "context_length tokens, as generate_text_simple does)")
+    bad = (in_idx < 0) | (in_idx >= vocab_size)
+    if bad.any():
+        pos = int(np.flatnonzero(bad)[0])
+        raise IndexError(f"in_idx contains token id {int(in_idx.flat[pos])} at flat position "
+                         f"{pos}, outside the vocabulary: ids must be in [0, {vocab_size}) for "
+                         f"vocab_size {vocab_size}")
     return in_idx
 
 
@@ -250,11 +265,14 @@ class GPTModel(Module):
         Ids of any integer dtype and any memory layout are accepted (converted
         to contiguous int64 once); float ids raise TypeError, ids outside
         [0, vocab_size) raise IndexError naming the id."""
-        in_idx = _check_in_idx(in_idx, self.pos_emb.num_embeddings)
-        args = self._one_call_arguments()
-        if args is not None:
-            return _C.gpt_forward(in_idx, *args)
-        # A customised model: run the modules one by one, as the book writes it.
+        in_idx = _check_in_idx(data_of(in_idx), self.pos_emb.num_embeddings,
+                               self.tok_emb.num_embeddings)
+        if not recording(*self.parameters()):
+            args = self._one_call_arguments()
+            if args is not None:
+                return _C.gpt_forward(in_idx, *args)
+        # Recording gradients, or a customised model: run the modules one by
+        # one, as the book writes it.
         seq_len = in_idx.shape[1]
         tok_embeds = self.tok_emb(in_idx)
         pos_embeds = self.pos_emb(np.arange(seq_len))
@@ -302,7 +320,8 @@ class DummyGPTModel(Module):
         self.out_head = Linear(cfg["emb_dim"], cfg["vocab_size"], bias=False)
 
     def forward(self, in_idx):
-        in_idx = _check_in_idx(in_idx, self.pos_emb.num_embeddings)
+        in_idx = _check_in_idx(data_of(in_idx), self.pos_emb.num_embeddings,
+                               self.tok_emb.num_embeddings)
         seq_len = in_idx.shape[1]
         tok_embeds = self.tok_emb(in_idx)
         pos_embeds = self.pos_emb(np.arange(seq_len))

@@ -11,11 +11,11 @@ import math
 import numpy as np
 
 from .. import _C
-from .._convert import as_float32, as_token_ids
 from ..random import default_generator
+from . import functional as F
 from .module import Module, Parameter
 
-__all__ = ["Linear", "Embedding", "Dropout", "ReLU", "GELU", "LayerNorm"]
+__all__ = ["Linear", "Embedding", "Dropout", "ReLU", "GELU", "LayerNorm", "MSELoss"]
 
 
 def _check_size(value, name, allow_zero=False):
@@ -72,7 +72,7 @@ class Linear(Module):
             _C.uniform_(self.bias, -bound, bound, default_generator)
 
     def forward(self, x):
-        return _C.linear(as_float32(x), self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -99,7 +99,7 @@ class Embedding(Module):
         _C.normal_(self.weight, 0.0, 1.0, default_generator)
 
     def forward(self, idx):
-        return _C.embedding(as_token_ids(idx, name="input"), self.weight)
+        return F.embedding(idx, self.weight)
 
     def extra_repr(self):
         return f"{self.num_embeddings}, {self.embedding_dim}"
@@ -111,7 +111,7 @@ class Dropout(Module):
     In training mode each value is zeroed with probability ``p`` and the
     others are scaled by 1 / (1 - p), with masks drawn from gptc's default
     generator exactly as PyTorch draws them. In eval mode (or with p = 0) it
-    returns its input, converted to float32.
+    returns its input (converted to float32 if it was not a gptc Tensor).
     """
 
     def __init__(self, p=0.5):
@@ -119,10 +119,7 @@ class Dropout(Module):
         self.p = _check_probability(p)   # kept as given: Dropout(0) prints p=0, as in PyTorch
 
     def forward(self, x):
-        x = as_float32(x)
-        if not self.training or self.p == 0.0:
-            return x
-        return _C.dropout(x, self.p, default_generator)
+        return F.dropout(x, self.p, self.training)
 
     def extra_repr(self):
         return f"p={self.p}, inplace=False"
@@ -132,7 +129,7 @@ class ReLU(Module):
     """max(0, x) elementwise (csrc/gelu.c), as ``torch.nn.ReLU``."""
 
     def forward(self, x):
-        return _C.relu(as_float32(x))
+        return F.relu(x)
 
 
 class GELU(Module):
@@ -142,7 +139,7 @@ class GELU(Module):
     """
 
     def forward(self, x):
-        return _C.gelu(as_float32(x))
+        return F.gelu(x)
 
 
 class LayerNorm(Module):
@@ -161,4 +158,11 @@ class LayerNorm(Module):
         self.shift = Parameter(np.zeros(emb_dim, np.float32))
 
     def forward(self, x):
-        return _C.layer_norm(as_float32(x), self.scale, self.shift, self.eps)
+        return F.layer_norm(x, self.scale, self.shift, self.eps)
+
+
+class MSELoss(Module):
+    """Mean squared error between a prediction and a target, as ``torch.nn.MSELoss``."""
+
+    def forward(self, input, target):
+        return F.mse_loss(input, target)

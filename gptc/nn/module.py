@@ -27,9 +27,19 @@ class Parameter(np.ndarray):
             arr = arr.copy()
         return arr.view(cls)
 
+    #: The accumulated gradient (a gptc.Tensor) after backward(), else None.
+    grad = None
+    #: Whether backward() computes a gradient for this parameter.
+    requires_grad = True
+
     def numel(self):
         """Number of elements, as ``torch.Tensor.numel``."""
         return int(self.size)
+
+    def requires_grad_(self, requires_grad=True):
+        """Freeze (False) or unfreeze (True) this parameter; returns it."""
+        self.requires_grad = bool(requires_grad)
+        return self
 
     # Results of ufuncs, reductions and indexing are values, not parameters:
     # returning plain arrays keeps `x = param * 2` from being registered as a
@@ -338,6 +348,14 @@ class Module:
     def eval(self):
         """Set evaluation mode (dropout off), as ``train(False)``."""
         return self.train(False)
+
+    def zero_grad(self, set_to_none=True):
+        """Reset the gradients of every parameter (to None, as PyTorch does by default)."""
+        for param in self.parameters():
+            if set_to_none:
+                param.grad = None
+            elif param.grad is not None:
+                param.grad.data[...] = 0.0
 
     def forward(self, *args, **kwargs):
         raise TypeError(f"{type(self).__name__} does not define forward(); subclasses of "

@@ -1,0 +1,226 @@
+"""Gradients: the chapter's shortcut experiment, every layer and the whole model
+against PyTorch autograd, and training steps with AdamW against PyTorch's."""
+import numpy as np
+import pytest
+
+import gptc
+from gptc import nn
+from conftest import report, small_config, torch_state_to_gptc
+
+
+class ExampleDeepNeuralNetwork(nn.Module):
+    """The chapter's five-layer network (section 4.4), written as a user would."""
+
+    def __init__(self, layer_sizes, use_shortcut):
+        super().__init__()
+        self.use_shortcut = use_shortcut
+        self.layers = nn.ModuleList([
+            nn.Sequential(nn.Linear(layer_sizes[i], layer_sizes[i + 1]), nn.GELU())
+            for i in range(5)])
+
+    def forward(self, x):
+        for layer in self.layers:
+            layer_output = layer(x)
+            if self.use_shortcut and x.shape == layer_output.shape:
+                x = x + layer_output
+            else:
+                x = layer_output
+        return x
+
+
+def gradient_means(model, x):
+    """The chapter's print_gradients, returning the numbers instead of printing."""
+    output = model(x)
+    target = np.array([[0.0]])
+    loss = nn.MSELoss()(output, target)
+    loss.backward()
+    means = []
+    for name, param in model.named_parameters():
+        if "weight" in name:
+            mean = param.grad.abs().mean().item()
+            print(f"{name} has gradient mean of {mean}")
+            means.append(mean)
+    return means
+
+
+BOOK_WITHOUT = [0.00020173587836325169, 0.00012011159560643137, 0.0007152039906941354,
+                0.0013988736318424344, 0.005049645435065031]
+BOOK_WITH = [0.22169792652130127, 0.20694106817245483, 0.32896995544433594,
+             0.2665732204914093, 1.3258540630340576]
+
+
+@pytest.mark.parametrize("use_shortcut,book", [(False, BOOK_WITHOUT), (True, BOOK_WITH)])
+def test_print_gradients_gives_the_books_numbers(use_shortcut, book):
+    """manual_seed(123), layer sizes [3, 3, 3, 3, 3, 1], input [[1., 0., -1.]], target
+    [[0.]]: each weight's mean absolute gradient equals the book's to 5 significant
+    digits, with and without shortcut connections (section 4.4)."""
+    gptc.manual_seed(123)
+    model = ExampleDeepNeuralNetwork([3, 3, 3, 3, 3, 1], use_shortcut=use_shortcut)
+    means = gradient_means(model, np.array([[1.0, 0.0, -1.0]]))
+    np.testing.assert_allclose(means, book, rtol=5e-5)
+
+
+def test_no_grad_and_generation_return_plain_arrays():
+    """Under no_grad (and in generate_text_simple) layers return NumPy arrays and
+    nothing is recorded; with gradients on they return Tensors."""
+    model = gptc.GPTModel(small_config(n_layers=1)).eval()
+    ids = np.array([[1, 2, 3]])
+    with gptc.no_grad():
+        out = model(ids)
+    assert type(out) is np.ndarray
+    assert isinstance(model(ids), gptc.Tensor)
+    assert gptc.is_grad_enabled()
+    frozen = nn.Linear(2, 2)
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    assert type(frozen(np.ones((1, 2)))) is np.ndarray
+
+
+def test_recorded_forward_equals_plain_forward():
+    """The recorded (module-by-module) forward computes the same logits as the
+    one-call C forward used for inference."""
+    model = gptc.GPTModel(small_config(n_layers=2)).eval()
+    ids = np.array([[5, 6, 7, 8], [1, 2, 3, 4]])
+    with gptc.no_grad():
+        plain = model(ids)
+    report("recorded vs one-call forward", np.asarray(model(ids)), plain, atol=1e-5)
+
+
+def _torch_grads(module):
+    return {k: p.grad.numpy() for k, p in module.named_parameters() if p.grad is not None}
+
+
+def _gptc_grads(module):
+    return {k: np.asarray(p.grad) for k, p in module.named_parameters() if p.grad is not None}
+
+
+def _compare_grads(name, got, expected, tol=1e-4):
+    """Per tensor, max |error| relative to that tensor's largest gradient. The key
+    bias gradient is zero in exact arithmetic (softmax ignores a shift shared by
+    all keys), so both sides hold rounding noise: the scale used is never below
+    1e-4 of the largest gradient of the whole model."""
+    assert sorted(got) == sorted(expected), (sorted(got), sorted(expected))
+    floor = 1e-4 * max(float(np.abs(g).max()) for g in expected.values())
+    worst = 0.0
+    for key in expected:
+        ref = expected[key]
+        err = np.abs(got[key] - ref).max() / max(float(np.abs(ref).max()), floor)
+        worst = max(worst, float(err))
+        assert err <= tol, f"{name}: gradient of {key} off by {err:.3g} (relative)"
+    print(f"{name}: max relative gradient error {worst:.3g}")
+
+
+def _backward_both(torch, t_model, g_model, inputs, targets, name):
+    """Cross-entropy of both models on the same batch, backpropagated; the losses
+    must agree. Returns nothing: the gradients are in the parameters."""
+    t_loss = torch.nn.functional.cross_entropy(
+        t_model(torch.from_numpy(inputs)).flatten(0, 1), torch.from_numpy(targets).flatten())
+    t_loss.backward()
+    g_loss = nn.functional.cross_entropy(g_model(inputs).flatten(0, 1), targets.flatten())
+    g_loss.backward()
+    report(name, g_loss.item(), t_loss.item(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", [small_config(n_layers=1), small_config(qkv_bias=True),
+                                 small_config(emb_dim=16, n_heads=1, vocab_size=7,
+                                              context_length=5, n_layers=2)],
+                         ids=["L1", "L3-bias", "tiny"])
+def test_gpt_model_gradients_match_torch(torch, ref, cfg):
+    """Cross-entropy loss of the whole GPTModel (eval mode: no dropout): every
+    parameter gradient equals PyTorch autograd's (relative error <= 1e-4)."""
+    torch.manual_seed(1)
+    t_model = ref.GPTModel(cfg).eval()
+    g_model = gptc.GPTModel(cfg).eval()
+    torch_state_to_gptc(t_model, g_model)
+    rng = np.random.default_rng(2)
+    T = cfg["context_length"]
+    inputs = rng.integers(0, cfg["vocab_size"], (2, T))
+    targets = rng.integers(0, cfg["vocab_size"], (2, T))
+    _backward_both(torch, t_model, g_model, inputs, targets, "loss")
+    _compare_grads("GPTModel", _gptc_grads(g_model), _torch_grads(t_model))
+
+
+def test_gpt2_124m_gradients_match_torch(torch, ref):
+    """GPT-2 124M with a short sequence: all 163M parameter gradients agree with
+    PyTorch's within 1e-4 relative (per tensor, to its largest value)."""
+    cfg = dict(gptc.GPT_CONFIG_124M)
+    torch.manual_seed(123)
+    t_model = ref.GPTModel(cfg).eval()
+    gptc.manual_seed(123)
+    g_model = gptc.GPTModel(cfg).eval()      # same seed: the same weights
+    inputs = np.array([[6109, 3626, 6100, 345]])
+    targets = np.array([[3626, 6100, 345, 11]])
+    _backward_both(torch, t_model, g_model, inputs, targets, "124M loss")
+    _compare_grads("GPT-2 124M", _gptc_grads(g_model), _torch_grads(t_model))
+
+
+def test_train_mode_gradients_with_dropout_match_torch(torch, ref):
+    """Training mode with dropout: same masks (same seed), same gradients."""
+    cfg = small_config(n_layers=2, drop_rate=0.2, qkv_bias=True)
+    torch.manual_seed(3)
+    t_model = ref.GPTModel(cfg)
+    g_model = gptc.GPTModel(cfg)
+    torch_state_to_gptc(t_model, g_model)
+    inputs = np.random.default_rng(4).integers(0, cfg["vocab_size"], (2, 9))
+    targets = np.roll(inputs, -1, axis=1)
+    torch.manual_seed(5)
+    gptc.manual_seed(5)
+    _backward_both(torch, t_model, g_model, inputs, targets, "train-mode loss")
+    _compare_grads("GPTModel train mode", _gptc_grads(g_model), _torch_grads(t_model))
+
+
+def test_tensor_arithmetic_gradients_match_torch(torch):
+    """Broadcast add/sub/mul/div, indexing, flatten, sum and mean of Tensors give
+    PyTorch's gradients."""
+    rng = np.random.default_rng(6)
+    a0 = rng.normal(size=(2, 3, 4)).astype(np.float32)
+    b0 = rng.normal(size=(3, 1)).astype(np.float32) + 3.0
+    ta = torch.tensor(a0, requires_grad=True)
+    tb = torch.tensor(b0, requires_grad=True)
+    ga = gptc.tensor(a0, requires_grad=True)
+    gb = gptc.tensor(b0, requires_grad=True)
+
+    def f(a, b):
+        x = (a + b) * a - b / (a * a + 1.0)
+        y = x[1] - 2.0 * x[0]
+        return y.flatten(0, 1).sum(0).mean() + x.mean()
+
+    t_out, g_out = f(ta, tb), f(ga, gb)
+    t_out.backward()
+    g_out.backward()
+    report("value", g_out.item(), t_out.item(), rtol=1e-5)
+    report("d/da", ga.grad, ta.grad.numpy(), rtol=1e-5, atol=1e-6)
+    report("d/db", gb.grad, tb.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_training_steps_match_torch(torch, ref):
+    """A small model trained for 8 AdamW steps (lr 0.0004, weight decay 0.1) on the
+    same batches: the loss falls and equals PyTorch's at every step (1e-3 relative)."""
+    cfg = small_config(n_layers=2, drop_rate=0.0)
+    torch.manual_seed(8)
+    t_model = ref.GPTModel(cfg)
+    g_model = gptc.GPTModel(cfg)
+    torch_state_to_gptc(t_model, g_model)
+    t_opt = torch.optim.AdamW(t_model.parameters(), lr=0.0004, weight_decay=0.1)
+    g_opt = gptc.optim.AdamW(g_model.parameters(), lr=0.0004, weight_decay=0.1)
+    rng = np.random.default_rng(9)
+    data = rng.integers(0, 50, (4, cfg["context_length"] + 1))   # a small, learnable vocabulary
+    t_losses, g_losses = [], []
+    for step in range(8):
+        inputs, targets = data[:, :-1], data[:, 1:]
+        t_opt.zero_grad()
+        t_loss = torch.nn.functional.cross_entropy(
+            t_model(torch.from_numpy(inputs)).flatten(0, 1),
+            torch.from_numpy(targets).flatten())
+        t_loss.backward()
+        t_opt.step()
+        g_opt.zero_grad()
+        g_loss = nn.functional.cross_entropy(g_model(inputs).flatten(0, 1), targets.flatten())
+        g_loss.backward()
+        g_opt.step()
+        t_losses.append(t_loss.item())
+        g_losses.append(g_loss.item())
+    print("torch:", np.round(t_losses, 5).tolist())
+    print("gptc :", np.round(g_losses, 5).tolist())
+    np.testing.assert_allclose(g_losses, t_losses, rtol=1e-3)
+    assert g_losses[-1] < g_losses[0] - 0.1

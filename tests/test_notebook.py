@@ -1,0 +1,114 @@
+"""notebooks/ch04.ipynb, the chapter walked through with gptc: it runs without an
+error against the gptc under test and prints the book's numbers.
+
+The notebook is executed in a fresh Jupyter kernel (nbclient), in the notebooks
+directory, with PYTHONPATH pointing at the directory that holds the imported gptc
+package, so the kernel uses the same gptc as this test run.
+"""
+import os
+import re
+
+import pytest
+
+import gptc
+
+nbformat = pytest.importorskip(
+    "nbformat", reason="executing the notebook needs nbformat (pip install '.[test]')")
+nbclient = pytest.importorskip(
+    "nbclient", reason="executing the notebook needs nbclient (pip install '.[test]')")
+pytest.importorskip(
+    "ipykernel", reason="executing the notebook needs ipykernel (pip install '.[test]')")
+pytest.importorskip(
+    "matplotlib", reason="the notebook plots GELU and ReLU with matplotlib "
+    "(pip install '.[test]')")
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK_DIR = os.path.join(REPO_ROOT, "notebooks")
+NOTEBOOK = os.path.join(NOTEBOOK_DIR, "ch04.ipynb")
+
+BOOK_WITHOUT_SHORTCUT = [0.00020173587836325169, 0.00012011159560643137,
+                         0.0007152039906941354, 0.0013988736318424344, 0.005049645435065031]
+BOOK_WITH_SHORTCUT = [0.22169792652130127, 0.20694106817245483, 0.32896995544433594,
+                      0.2665732204914093, 1.3258540630340576]
+GENERATED_IDS = [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267, 49706, 43231,
+                 47062, 34657]
+
+
+def _text_outputs(nb):
+    """Everything the code cells printed or displayed as text, cell by cell."""
+    texts = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        parts = []
+        for output in cell.get("outputs", []):
+            if output.output_type == "stream":
+                parts.append(output.text)
+            elif output.output_type in ("execute_result", "display_data"):
+                parts.append(output.get("data", {}).get("text/plain", ""))
+        texts.append("".join(parts))
+    return texts
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """The notebook after a full run in a new kernel (the file is not modified)."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(gptc.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
+    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                                     record_timing=False,
+                                     resources={"metadata": {"path": NOTEBOOK_DIR}})
+    client.execute(env=env)
+    return nb
+
+
+def test_no_cell_raised(executed):
+    errors = [output for cell in executed.cells if cell.cell_type == "code"
+              for output in cell.outputs if output.output_type == "error"]
+    assert errors == []
+    assert all(cell.execution_count for cell in executed.cells if cell.cell_type == "code")
+
+
+def test_notebook_prints_the_books_numbers(executed):
+    out = "\n".join(_text_outputs(executed))
+    for expected in ["-1.2034", "0.3613", "0.4222", "-0.0711", "0.3483", "0.4661", "-0.2838",
+                     "[[0.226  0.347  0.     0.2216 0.     0.    ]",
+                     "163,009,536", "124,412,160", "621.83",
+                     "encoded: [15496, 11, 314, 716]",
+                     "Hello, I am Featureiman Byeswickattribute argue\n",
+                     "Hello, I am Featureiman Byeswickattribute argue logger Normandy Compton "
+                     "analogous"]:
+        assert expected in out, f"{expected!r} not printed by the notebook"
+    assert str([GENERATED_IDS[:10]]) in out
+    assert str([GENERATED_IDS]) in out
+
+
+def test_notebook_prints_the_books_gradient_means(executed):
+    """Section 4.4: the ten mean absolute gradients, without then with shortcuts,
+    equal the book's to 5 significant digits."""
+    out = "\n".join(_text_outputs(executed))
+    found = re.findall(r"^(layers\.\d\.0\.weight) has gradient mean of (\S+)$", out, re.M)
+    assert [name for name, _ in found] == [f"layers.{i}.0.weight" for i in range(5)] * 2
+    means = [float(value) for _, value in found]
+    for got, book in zip(means, BOOK_WITHOUT_SHORTCUT + BOOK_WITH_SHORTCUT):
+        assert got == pytest.approx(book, rel=5e-5), (got, book)
+
+
+def test_notebook_needs_no_torch():
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    sources = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    assert not re.search(r"^\s*(import|from)\s+torch\b", sources, re.M)
+
+
+def test_stored_notebook_has_its_outputs():
+    """The committed file carries the outputs of one complete run, so it reads on
+    GitHub without running it (re-run and save after editing a cell)."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    counts = [cell.execution_count for cell in code_cells]
+    assert counts == list(range(1, len(code_cells) + 1)), counts
+    assert not any(output.output_type == "error" for cell in code_cells
+                   for output in cell.outputs)
