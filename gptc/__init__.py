@@ -6,7 +6,7 @@ in C, under a thin NumPy package with the book's names.
     >>> model = gptc.GPTModel(gptc.GPT_CONFIG_124M)
     >>> logits = model(batch)          # (batch, seq_len) ids -> (batch, seq_len, 50257)
 """
-from . import _C, nn, optim
+from . import _C, data, nn, optim, training
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .config import GPT2_SIZES, GPT_CONFIG_124M, check_config, gpt2_config
 from .generate import generate_text_simple
@@ -39,4 +39,4 @@ __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "generate_text_simple", "Generator", "default_generator", "manual_seed",
            "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn",
            "set_num_threads", "get_num_threads", "get_tokenizer", "TokenizerError", "save",
-           "load", "optim", "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+           "load", "optim", "data", "training", "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
