@@ -10,6 +10,8 @@ One run, one machine, the same thread count for everyone. Cases (``--cases``):
   5  matmul GFLOP/s on the model's shapes: gptc._C.linear vs NumPy x @ W.T vs F.linear
   6  peak resident memory of the (1, 1024) forward, each in a fresh subprocess
   7  streaming-read bandwidth and the decode bound it implies
+  8  one training step, (2, 256), train mode (dropout 0.1): forward, cross-entropy,
+     backward, AdamW (lr 0.0004, weight decay 0.1)
 
 Times are medians over repeated runs after a warm-up; the spread is (min-max, n).
 Ratios are PyTorch time / gptc time: above 1 means gptc is faster.
@@ -54,9 +56,11 @@ CFG_124M = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_head
 # Per case: (warm-up calls, minimum timed samples, time budget in seconds per implementation).
 REPEATS = {
     "full": {"fwd_2x4": (3, 20, 5.0), "fwd_4x64": (1, 7, 8.0), "fwd_1x1024": (1, 5, 25.0),
-             "generate": (1, 3, 0.0), "matmul": (2, 7, 1.5), "bandwidth": 10},
+             "generate": (1, 3, 0.0), "matmul": (2, 7, 1.5), "bandwidth": 10,
+             "train_step": (1, 5, 20.0)},
     "quick": {"fwd_2x4": (1, 3, 0.5), "fwd_4x64": (1, 2, 0.0), "fwd_1x1024": (0, 1, 0.0),
-              "generate": (0, 1, 0.0), "matmul": (1, 3, 0.2), "bandwidth": 3},
+              "generate": (0, 1, 0.0), "matmul": (1, 3, 0.2), "bandwidth": 3,
+              "train_step": (1, 2, 0.0)},
 }
 
 
@@ -71,8 +75,8 @@ def parse_args():
     parser.add_argument("--new-tokens", type=int, default=100,
                         help="tokens to generate in case 4 (default 100)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,7",
-                        help="comma-separated subset of the cases 1-7 (default: all)")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8",
+                        help="comma-separated subset of the cases 1-8 (default: all)")
     parser.add_argument("--json", metavar="PATH", help="also write every result to PATH")
     parser.add_argument("--memory-child", choices=["gptc", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -83,9 +87,9 @@ def parse_args():
     try:
         args.cases = sorted({int(c) for c in args.cases.split(",") if c.strip()})
     except ValueError:
-        parser.error(f"--cases takes numbers 1-7 separated by commas, got {args.cases!r}")
-    if not args.cases or not set(args.cases) <= set(range(1, 8)):
-        parser.error(f"--cases takes numbers 1-7, got {args.cases}")
+        parser.error(f"--cases takes numbers 1-8 separated by commas, got {args.cases!r}")
+    if not args.cases or not set(args.cases) <= set(range(1, 9)):
+        parser.error(f"--cases takes numbers 1-8, got {args.cases}")
     return args
 
 
@@ -450,6 +454,63 @@ def case_bandwidth(threads, reads, weight_bytes):
     return results
 
 
+# ---------------------------------------------------------------- case 8: training step
+
+TRAIN_BATCH = (2, 256)
+
+
+def case_train_step(repeats):
+    """One chapter-5 training step of GPT-2 124M with context_length 256: forward,
+    cross-entropy, backward, AdamW (lr 0.0004, weight decay 0.1). The model is built
+    in gptc (seed 123) and loaded into PyTorch; both in train mode (dropout 0.1), on
+    the same batch of random token ids. Each side's optimizer state persists across
+    the warm-up and timed steps."""
+    warmup, min_samples, budget = repeats
+    cfg = dict(gptc.GPT_CONFIG_124M, context_length=TRAIN_BATCH[1])
+    gptc.manual_seed(123)
+    gmodel = gptc.GPTModel(cfg)
+    ref = import_torch_reference()
+    tmodel = ref.GPTModel(cfg)
+    tmodel.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in
+                            gmodel.state_dict().items()})
+    gmodel.train()
+    tmodel.train()
+    torch.manual_seed(123)   # dropout masks
+    g_opt = gptc.optim.AdamW(gmodel.parameters(), lr=0.0004, weight_decay=0.1)
+    t_opt = torch.optim.AdamW(tmodel.parameters(), lr=0.0004, weight_decay=0.1)
+    rng = np.random.default_rng(8)
+    data = rng.integers(0, cfg["vocab_size"], (TRAIN_BATCH[0], TRAIN_BATCH[1] + 1))
+    inputs, targets = data[:, :-1], data[:, 1:]
+    inputs_t, targets_t = torch.from_numpy(inputs), torch.from_numpy(targets).flatten()
+    losses = {"gptc": [], "torch": []}
+
+    def step_gptc():
+        g_opt.zero_grad()
+        loss = gptc.nn.functional.cross_entropy(gmodel(inputs).flatten(0, 1),
+                                                targets.flatten())
+        loss.backward()
+        g_opt.step()
+        losses["gptc"].append(loss.item())
+
+    def step_torch():
+        t_opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(tmodel(inputs_t).flatten(0, 1), targets_t)
+        loss.backward()
+        t_opt.step()
+        losses["torch"].append(loss.item())
+
+    out = {"batch": list(TRAIN_BATCH)}
+    for name, run in (("gptc", step_gptc), ("torch", step_torch)):
+        progress(f"  training step {TRAIN_BATCH}: {name}")
+        samples = time_calls(run, warmup, min_samples, budget)
+        out[name], out[name + "_samples"] = summary(samples), samples
+        out[name + "_losses"] = losses[name]
+    out["ratio"] = out["torch"]["median"] / out["gptc"]["median"]
+    out["tokens_per_step"] = TRAIN_BATCH[0] * TRAIN_BATCH[1]
+    del g_opt, t_opt, gmodel, tmodel
+    return out
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -593,6 +654,24 @@ def main():
         print_table(f"7. Streaming-read bandwidth ({bw['array_mib']:.0f} MiB float32 array, "
                     f"L3 {bw['l3_mib']:.0f} MiB, best of {reps['bandwidth']}) and decode bound",
                     ["", "value"], rows)
+
+    if 8 in cases:
+        progress(f"case 8: training step {TRAIN_BATCH}")
+        tr = case_train_step(reps["train_step"])
+        results["cases"]["8_train_step"] = tr
+        ntok = tr["tokens_per_step"]
+        print_table(f"8. One training step, GPT-2 124M (context_length {TRAIN_BATCH[1]}), batch "
+                    f"{TRAIN_BATCH}, train mode (dropout 0.1): forward, cross-entropy, backward, "
+                    "AdamW (lr 0.0004, weight decay 0.1)",
+                    ["", "gptc", "PyTorch", "ratio"],
+                    [["time per step", fmt_time(tr["gptc"]), fmt_time(tr["torch"]),
+                      f"{tr['ratio']:.2f}"],
+                     ["tokens/s", fmt_rate(tr["gptc"], ntok, "tok/s"),
+                      fmt_rate(tr["torch"], ntok, "tok/s"), ""],
+                     ["loss, warm-up step", f"{tr['gptc_losses'][0]:.4f}",
+                      f"{tr['torch_losses'][0]:.4f}", ""]])
+        print("  the same weights and random token ids; the dropout masks differ, so the "
+              "losses agree only roughly")
 
     total = time.perf_counter() - wall_start
     results["total_seconds"] = total

@@ -195,7 +195,13 @@ class Tensor:
             if node._backward is None:        # a leaf tensor the user made
                 node.grad = Tensor(g.copy()) if node.grad is None else Tensor(node.grad.data + g)
                 continue
-            for parent, pg in zip(node._parents, node._backward(g)):
+            parent_grads = node._backward(g)
+            parents = node._parents
+            # Free what the node saved for backward (its inputs, activations,
+            # dropout noise) as soon as it has been used, as PyTorch does: a
+            # training step then never holds two steps' activations at once.
+            node._backward, node._parents = _used_backward, ()
+            for parent, pg in zip(parents, parent_grads):
                 if pg is None or not isinstance(parent, Tensor) or not parent.requires_grad:
                     continue
                 if id(parent) in grads:
@@ -334,6 +340,11 @@ def _ufunc_gives_no_gradient(ufunc):
     """Comparisons and tests (np.less, np.isfinite, ...) return booleans: there is
     no gradient to lose, so they work on recorded tensors too."""
     return all(t.split("->")[-1] in ("?",) for t in ufunc.types)
+
+
+def _used_backward(dout):
+    raise RuntimeError("backward() through the same graph a second time: the values it "
+                       "saved were freed after the first backward; compute the loss again")
 
 
 def _reduction_args(dim, keepdim, axis, keepdims, dtype, out):

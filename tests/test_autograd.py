@@ -224,3 +224,16 @@ def test_training_steps_match_torch(torch, ref):
     print("gptc :", np.round(g_losses, 5).tolist())
     np.testing.assert_allclose(g_losses, t_losses, rtol=1e-3)
     assert g_losses[-1] < g_losses[0] - 0.1
+
+
+def test_backward_frees_the_graph_and_refuses_a_second_pass():
+    """After backward() the saved activations are released (a training step never
+    holds two graphs), and a second backward() through the same graph raises
+    RuntimeError instead of returning wrong gradients."""
+    model = gptc.GPTModel(small_config(n_layers=1))
+    ids = np.array([[1, 2, 3]])
+    loss = nn.functional.cross_entropy(model(ids).flatten(0, 1), np.array([2, 3, 4]))
+    loss.backward()
+    assert loss._parents == ()
+    with pytest.raises(RuntimeError, match="second time"):
+        loss.backward()
