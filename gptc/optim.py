@@ -51,11 +51,14 @@ class AdamW:
     def step(self):
         """One update of every parameter that has a gradient."""
         beta1, beta2 = self.betas
-        for p in self.params:
-            if p.grad is None:
+        for param in self.params:
+            if param.grad is None:
                 continue
-            g = np.asarray(p.grad.data, dtype=np.float32)
-            step, m, v = self.state.get(id(p), (0, None, None))
+            # A plain view of the parameter's memory: updated in place, so every
+            # module holding the parameter sees the new values.
+            p = param.view(np.ndarray)
+            g = np.asarray(param.grad.data, dtype=np.float32)
+            step, m, v = self.state.get(id(param), (0, None, None))
             if m is None:
                 m, v = np.zeros_like(g), np.zeros_like(g)
             step += 1
@@ -66,4 +69,4 @@ class AdamW:
             step_size = self.lr / (1.0 - beta1 ** step)
             denom = np.sqrt(v) / np.float32(math.sqrt(1.0 - beta2 ** step)) + np.float32(self.eps)
             p -= np.float32(step_size) * (m / denom)
-            self.state[id(p)] = (step, m, v)
+            self.state[id(param)] = (step, m, v)

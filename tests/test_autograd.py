@@ -224,6 +224,34 @@ def test_training_steps_match_torch(torch, ref):
     print("gptc :", np.round(g_losses, 5).tolist())
     np.testing.assert_allclose(g_losses, t_losses, rtol=1e-3)
     assert g_losses[-1] < g_losses[0] - 0.1
+    # The weights themselves followed PyTorch's AdamW trajectory (moments and
+    # bias correction carried across steps, decoupled weight decay).
+    t_state = t_model.state_dict()
+    worst = max(float(np.abs(np.asarray(v) - t_state[k].numpy()).max())
+                for k, v in g_model.state_dict().items())
+    print(f"max weight difference after 8 steps: {worst:.3g}")
+    assert worst < 1e-5
+
+
+def test_adamw_matches_torch_on_one_parameter(torch):
+    """AdamW on a single parameter with a fixed gradient sequence follows
+    torch.optim.AdamW to float32 rounding, step after step (state is kept per
+    parameter across steps; weight decay is decoupled)."""
+    rng = np.random.default_rng(10)
+    w0 = rng.normal(size=(4, 5)).astype(np.float32)
+    t_w = torch.nn.Parameter(torch.from_numpy(w0.copy()))
+    g_w = nn.Parameter(w0.copy())
+    t_opt = torch.optim.AdamW([t_w], lr=0.01, weight_decay=0.1)
+    g_opt = gptc.optim.AdamW([g_w], lr=0.01, weight_decay=0.1)
+    for step in range(20):
+        grad = rng.normal(size=(4, 5)).astype(np.float32)
+        t_w.grad = torch.from_numpy(grad.copy())
+        g_w.grad = gptc.tensor(grad)
+        t_opt.step()
+        g_opt.step()
+        np.testing.assert_allclose(g_w, t_w.detach().numpy(), rtol=0, atol=2e-6,
+                                   err_msg=f"step {step}")
+    assert len(g_opt.state) == 1
 
 
 def test_backward_frees_the_graph_and_refuses_a_second_pass():
