@@ -223,6 +223,12 @@ void gptc_crossentropy_backward(float *dlogits, const float *dlosses, const floa
 void gptc_mse_backward(float *dpred, const float *pred, const float *target,
                        float dloss_scale, size_t n);
 
+/* optim.c: one AdamW step (PyTorch's update, decoupled weight decay) on n
+ * values; m and v are the moment buffers, step counts from 1. */
+void gptc_adamw_update(float *param, const float *grad, float *m, float *v, size_t n,
+                       double lr, double beta1, double beta2, double eps,
+                       double weight_decay, long step);
+
 /* ------------------------------------------------------------------------
  * model.c - the whole GPTModel forward in one call.
  * ---------------------------------------------------------------------- */

@@ -1295,6 +1295,40 @@ static PyObject *py_mse_backward(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+static PyObject *py_adamw_update(PyObject *self, PyObject *args)
+{
+    PyObject *p_obj, *g_obj, *m_obj, *v_obj;
+    double lr, beta1, beta2, eps, weight_decay;
+    long step;
+    if (!PyArg_ParseTuple(args, "OOOOdddddl:adamw_update", &p_obj, &g_obj, &m_obj, &v_obj, &lr,
+                          &beta1, &beta2, &eps, &weight_decay, &step))
+        return NULL;
+    PyArrayObject *param = writable_f32(p_obj, "param");
+    if (param == NULL) return NULL;
+    int nd = PyArray_NDIM(param);
+    PyArrayObject *grad = f32_shaped(g_obj, "grad", nd, PyArray_DIMS(param));
+    PyArrayObject *m = grad == NULL ? NULL : f32_shaped(m_obj, "exp_avg", nd, PyArray_DIMS(param));
+    PyArrayObject *v = m == NULL ? NULL : f32_shaped(v_obj, "exp_avg_sq", nd, PyArray_DIMS(param));
+    if (v == NULL) return NULL;
+    if (!PyArray_ISWRITEABLE(m) || !PyArray_ISWRITEABLE(v)) {
+        PyErr_SetString(PyExc_ValueError, "exp_avg and exp_avg_sq must be writable");
+        return NULL;
+    }
+    if (step < 1) {
+        PyErr_Format(PyExc_ValueError, "step must be >= 1, got %ld", step);
+        return NULL;
+    }
+    PyArrayObject *outs[] = {param, m, v}, *ins[] = {grad};
+    const char *out_names[] = {"param", "exp_avg", "exp_avg_sq"}, *in_names[] = {"grad"};
+    if (check_disjoint(outs, out_names, 3, ins, in_names, 1, 0) < 0) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_adamw_update((float *)PyArray_DATA(param), (const float *)PyArray_DATA(grad),
+                      (float *)PyArray_DATA(m), (float *)PyArray_DATA(v),
+                      (size_t)PyArray_SIZE(param), lr, beta1, beta2, eps, weight_decay, step);
+    Py_END_ALLOW_THREADS
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------------
  * Threads and build information
  * ---------------------------------------------------------------------- */
@@ -1357,6 +1391,8 @@ static PyMethodDef module_methods[] = {
     {"cross_entropy_backward", py_cross_entropy_backward, METH_VARARGS,
      "cross_entropy_backward(dlosses, logits, targets, dlogits)"},
     {"mse_backward", py_mse_backward, METH_VARARGS, "mse_backward(pred, target, scale, dpred)"},
+    {"adamw_update", py_adamw_update, METH_VARARGS,
+     "adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step)"},
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"isa", py_isa, METH_NOARGS, "isa(): the matmul kernel in use (avx512, avx2, generic)"},

@@ -1,12 +1,12 @@
 """Optimisers: AdamW as ``torch.optim.AdamW`` (decoupled weight decay).
 
-Each step works on whole parameter arrays with NumPy (no per-element Python
-loop), updating the parameters in place so every module holding them (and
-any weight tying) sees the new values.
+Each step updates every parameter in place with one fused C pass
+(csrc/optim.c), so every module holding it (and any weight tying) sees the
+new values.
 """
-import math
-
 import numpy as np
+
+from . import _C
 
 __all__ = ["AdamW"]
 
@@ -54,19 +54,13 @@ class AdamW:
         for param in self.params:
             if param.grad is None:
                 continue
-            # A plain view of the parameter's memory: updated in place, so every
-            # module holding the parameter sees the new values.
-            p = param.view(np.ndarray)
-            g = np.asarray(param.grad.data, dtype=np.float32)
+            g = np.ascontiguousarray(param.grad.data, dtype=np.float32)
             step, m, v = self.state.get(id(param), (0, None, None))
             if m is None:
                 m, v = np.zeros_like(g), np.zeros_like(g)
             step += 1
-            p *= np.float32(1.0 - self.lr * self.weight_decay)
-            m += np.float32(1.0 - beta1) * (g - m)
-            v *= np.float32(beta2)
-            v += np.float32(1.0 - beta2) * (g * g)
-            step_size = self.lr / (1.0 - beta1 ** step)
-            denom = np.sqrt(v) / np.float32(math.sqrt(1.0 - beta2 ** step)) + np.float32(self.eps)
-            p -= np.float32(step_size) * (m / denom)
+            # One fused pass in C (csrc/optim.c), in place on the parameter's
+            # memory, so every module holding it sees the new values.
+            _C.adamw_update(param, g, m, v, self.lr, beta1, beta2, self.eps,
+                            self.weight_decay, step)
             self.state[id(param)] = (step, m, v)
