@@ -263,11 +263,17 @@ def case_forward(gmodel, tmodel, ids, repeats, label):
         with torch.inference_mode():
             return tmodel(ids_t)
 
+    def run_gptc():
+        # inference: no gradient recording (the one-call C forward), as
+        # torch.inference_mode() on the other side
+        with gptc.no_grad():
+            return gmodel(ids)
+
     progress(f"  {label}: gptc")
-    g = time_calls(lambda: gmodel(ids), warmup, min_samples, budget)
+    g = time_calls(run_gptc, warmup, min_samples, budget)
     progress(f"  {label}: PyTorch")
     t = time_calls(run_torch, warmup, min_samples, budget)
-    diff = float(np.abs(gmodel(ids) - run_torch().numpy()).max())
+    diff = float(np.abs(run_gptc() - run_torch().numpy()).max())
     out["gptc"], out["torch"] = summary(g), summary(t)
     out["ratio"] = out["torch"]["median"] / out["gptc"]["median"]
     out["max_abs_logit_diff"] = diff
@@ -374,7 +380,8 @@ def memory_child(impl, threads):
         n_params = sum(p.numel() for p in model.parameters())
 
         def forward():
-            return model(ids)
+            with gptc.no_grad():   # inference keeps no activations
+                return model(ids)
     else:
         import torch
         torch.set_num_threads(threads)
