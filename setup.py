@@ -1,7 +1,7 @@
 """Build of gptc's C extension, gptc._C.
 
 Every C file of csrc/ goes into one extension module. The default build is
-portable: no -march=native; the matmul kernel picks AVX-512, AVX2 or plain
+portable (baseline x86-64 instructions only); the matmul kernel picks AVX-512, AVX2 or plain
 C at run time. GPTC_SANITIZE=1 builds with AddressSanitizer and
 UndefinedBehaviorSanitizer for CI (see .ci/run).
 """

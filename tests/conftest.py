@@ -55,3 +55,26 @@ def torch_state_to_gptc(torch_module, gptc_module):
     """Copy a PyTorch module's weights into the gptc module through state_dict."""
     gptc_module.load_state_dict(torch_module.state_dict())
     return gptc_module
+
+
+def example_deep_network(nn_mod, gelu_cls, layer_sizes, use_shortcut):
+    """The chapter's ExampleDeepNeuralNetwork, written against either torch.nn or gptc.nn."""
+
+    class ExampleDeepNeuralNetwork(nn_mod.Module):
+        def __init__(self, layer_sizes, use_shortcut):
+            super().__init__()
+            self.use_shortcut = use_shortcut
+            self.layers = nn_mod.ModuleList([
+                nn_mod.Sequential(nn_mod.Linear(layer_sizes[i], layer_sizes[i + 1]), gelu_cls())
+                for i in range(5)])
+
+        def forward(self, x):
+            for layer in self.layers:
+                layer_output = layer(x)
+                if self.use_shortcut and x.shape == layer_output.shape:
+                    x = x + layer_output
+                else:
+                    x = layer_output
+            return x
+
+    return ExampleDeepNeuralNetwork(layer_sizes, use_shortcut)

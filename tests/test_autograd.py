@@ -5,27 +5,7 @@ import pytest
 
 import gptc
 from gptc import nn
-from conftest import report, small_config, torch_state_to_gptc
-
-
-class ExampleDeepNeuralNetwork(nn.Module):
-    """The chapter's five-layer network (section 4.4), written as a user would."""
-
-    def __init__(self, layer_sizes, use_shortcut):
-        super().__init__()
-        self.use_shortcut = use_shortcut
-        self.layers = nn.ModuleList([
-            nn.Sequential(nn.Linear(layer_sizes[i], layer_sizes[i + 1]), nn.GELU())
-            for i in range(5)])
-
-    def forward(self, x):
-        for layer in self.layers:
-            layer_output = layer(x)
-            if self.use_shortcut and x.shape == layer_output.shape:
-                x = x + layer_output
-            else:
-                x = layer_output
-        return x
+from conftest import example_deep_network, report, small_config, torch_state_to_gptc
 
 
 def gradient_means(model, x):
@@ -55,7 +35,7 @@ def test_print_gradients_gives_the_books_numbers(use_shortcut, book):
     [[0.]]: each weight's mean absolute gradient equals the book's to 5 significant
     digits, with and without shortcut connections (section 4.4)."""
     gptc.manual_seed(123)
-    model = ExampleDeepNeuralNetwork([3, 3, 3, 3, 3, 1], use_shortcut=use_shortcut)
+    model = example_deep_network(nn, nn.GELU, [3, 3, 3, 3, 3, 1], use_shortcut)
     means = gradient_means(model, np.array([[1.0, 0.0, -1.0]]))
     np.testing.assert_allclose(means, book, rtol=5e-5)
 

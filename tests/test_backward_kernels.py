@@ -7,9 +7,6 @@ float32 inputs, as the relative error max|got - ref| / max|ref| (at most
 the arrays passed, so the tests also start from non-zero arrays, call twice,
 and pass None for gradients that are not wanted.
 """
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -17,6 +14,7 @@ import pytest
 
 import gptc
 from gptc import _C
+from guard_pages import run_with_isa, supported_isas
 
 TOL = 1e-4
 
@@ -139,23 +137,9 @@ def test_linear_backward_is_deterministic_for_any_thread_count():
 
 
 ISA_SCRIPT = textwrap.dedent("""
-    import ctypes, mmap
     import numpy as np
     import gptc
-
-    libc = ctypes.CDLL(None)
-    PAGE = mmap.PAGESIZE
-    keep = []
-
-    def guarded(shape):
-        # a float32 array whose last element is followed by a PROT_NONE page
-        n = int(np.prod(shape))
-        pages = (n * 4 + PAGE - 1) // PAGE + 1
-        buf = mmap.mmap(-1, pages * PAGE)
-        keep.append(buf)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-        assert libc.mprotect(ctypes.c_void_p(addr + (pages - 1) * PAGE), PAGE, 0) == 0
-        return np.frombuffer(buf, np.float32, n, (pages - 1) * PAGE - n * 4).reshape(shape)
+    from guard_pages import guarded
 
     print(gptc._C.isa())
     rng = np.random.default_rng(0)
@@ -176,34 +160,14 @@ ISA_SCRIPT = textwrap.dedent("""
 """)
 
 
-def supported_isas():
-    isas = ["generic"]
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        flags = ""
-    if " avx2" in flags and " fma" in flags:
-        isas.append("avx2")
-    if " avx512f" in flags and "avx2" in isas:
-        isas.append("avx512")
-    return isas
-
-
 @pytest.mark.parametrize("isa", supported_isas())
 def test_linear_backward_kernel_per_isa_stays_inside_its_operands(isa, tmp_path):
     """Each kernel GPTC_ISA selects computes the gradients and touches nothing past
     the end of its operands or gradients (each is followed by a guard page)."""
-    env = dict(os.environ, GPTC_ISA=isa)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(gptc.__file__)), env.get("PYTHONPATH", "")])
-    proc = subprocess.run([sys.executable, "-c", ISA_SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 0, f"{isa} failed ({proc.returncode}):\n{proc.stderr[-2000:]}"
-    chosen, worst = proc.stdout.split()
-    print(f"linear_backward {isa}: max rel error {float(worst):.3g}")
+    chosen, worst = run_with_isa(isa, ISA_SCRIPT, tmp_path)
+    print(f"linear_backward {isa}: max rel error {worst:.3g}")
     assert chosen == isa
-    assert float(worst) < 1e-5
+    assert worst < 1e-5
 
 
 # -- LayerNorm ------------------------------------------------------------------

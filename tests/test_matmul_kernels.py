@@ -1,41 +1,19 @@
 """Every matmul kernel the CPU supports (GPTC_ISA=generic|avx2|avx512) computes
 the right values and never reads outside its operands.
 
-Each kernel runs in its own interpreter (the kernel is chosen once per
-process). The operands are placed so that they end exactly at a page that
-is made inaccessible: a kernel that reads even one float past the end of x
-or W faults instead of silently passing.
+Each kernel runs in its own interpreter, with x and W ending at a guard page
+(tests/guard_pages.py).
 """
-import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
-import gptc
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from guard_pages import run_with_isa, supported_isas
 
 SCRIPT = textwrap.dedent("""
-    import ctypes, mmap, sys
     import numpy as np
     import gptc
-
-    libc = ctypes.CDLL(None)
-    PAGE = mmap.PAGESIZE
-    keep = []
-
-    def guarded(shape):
-        # a float32 array whose last element is followed by a PROT_NONE page
-        n = int(np.prod(shape))
-        pages = (n * 4 + PAGE - 1) // PAGE + 1
-        buf = mmap.mmap(-1, pages * PAGE)
-        keep.append(buf)
-        addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-        assert libc.mprotect(ctypes.c_void_p(addr + (pages - 1) * PAGE), PAGE, 0) == 0
-        arr = np.frombuffer(buf, np.float32, n, (pages - 1) * PAGE - n * 4).reshape(shape)
-        return arr
+    from guard_pages import guarded
 
     print(gptc._C.isa())
     rng = np.random.default_rng(0)
@@ -53,35 +31,11 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def supported_isas():
-    isas = ["generic"]
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        pass
-    if " avx2" in flags and " fma" in flags:
-        isas.append("avx2")
-    if " avx512f" in flags and "avx2" in isas:
-        isas.append("avx512")
-    return isas
-
-
 @pytest.mark.parametrize("isa", supported_isas())
 def test_kernel_is_correct_and_stays_inside_its_operands(isa, tmp_path):
     """The kernel selected by GPTC_ISA runs, reads only its operands (guard
     pages after x and W), and matches float64 NumPy to 1e-5 of the output scale."""
-    env = dict(os.environ, GPTC_ISA=isa)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(gptc.__file__)), env.get("PYTHONPATH", "")])
-    # run from an empty directory: `python -c` puts the current directory first
-    # on sys.path, and a source checkout there would shadow the package under test
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
-                          text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 0, f"kernel {isa} failed (signal/exit {proc.returncode}):\n" \
-                                 f"{proc.stderr[-2000:]}"
-    chosen, worst = proc.stdout.split()
-    print(f"{isa}: max error relative to output scale {float(worst):.3g}")
+    chosen, worst = run_with_isa(isa, SCRIPT, tmp_path)
+    print(f"{isa}: max error relative to output scale {worst:.3g}")
     assert chosen == isa
-    assert float(worst) < 1e-5
+    assert worst < 1e-5

@@ -6,7 +6,7 @@ import pytest
 
 import gptc
 from gptc import nn
-from conftest import small_config
+from conftest import example_deep_network, small_config
 
 
 # -- helpers -------------------------------------------------------------------
@@ -24,29 +24,6 @@ class TwoLayer(nn.Module):
 
     def forward(self, x):
         return self.head(self.act(self.fc1(x)) * self.scale)
-
-
-def _build_example_deep_nn(nn_mod, gelu_cls, layer_sizes, use_shortcut):
-    """The chapter's ExampleDeepNeuralNetwork, written against either torch.nn or gptc.nn."""
-
-    class ExampleDeepNeuralNetwork(nn_mod.Module):
-        def __init__(self, layer_sizes, use_shortcut):
-            super().__init__()
-            self.use_shortcut = use_shortcut
-            self.layers = nn_mod.ModuleList([
-                nn_mod.Sequential(nn_mod.Linear(layer_sizes[i], layer_sizes[i + 1]), gelu_cls())
-                for i in range(5)])
-
-        def forward(self, x):
-            for layer in self.layers:
-                layer_output = layer(x)
-                if self.use_shortcut and x.shape == layer_output.shape:
-                    x = x + layer_output
-                else:
-                    x = layer_output
-            return x
-
-    return ExampleDeepNeuralNetwork(layer_sizes, use_shortcut)
 
 
 def _snapshot(model):
@@ -194,9 +171,9 @@ def test_example_deep_neural_network_matches_torch(torch, ref, use_shortcut):
     built after the same manual_seed, has the book's weights, names and output."""
     sizes = [3, 3, 3, 3, 3, 1]
     torch.manual_seed(123)
-    theirs = _build_example_deep_nn(torch.nn, ref.GELU, sizes, use_shortcut)
+    theirs = example_deep_network(torch.nn, ref.GELU, sizes, use_shortcut)
     gptc.manual_seed(123)
-    ours = _build_example_deep_nn(nn, nn.GELU, sizes, use_shortcut)
+    ours = example_deep_network(nn, nn.GELU, sizes, use_shortcut)
     assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
     assert len(ours.layers) == 5 and isinstance(ours.layers[4], nn.Sequential)
     for (name, p), (_, q) in zip(ours.named_parameters(), theirs.named_parameters()):
@@ -213,9 +190,9 @@ def test_example_deep_neural_network_shortcut_changes_the_output():
     """With use_shortcut the residual additions are taken (shapes match for layers 1-4)."""
     sizes = [3, 3, 3, 3, 3, 1]
     gptc.manual_seed(123)
-    plain = _build_example_deep_nn(nn, nn.GELU, sizes, False)
+    plain = example_deep_network(nn, nn.GELU, sizes, False)
     gptc.manual_seed(123)
-    short = _build_example_deep_nn(nn, nn.GELU, sizes, True)
+    short = example_deep_network(nn, nn.GELU, sizes, True)
     x = np.array([[1.0, 0.0, -1.0]], np.float32)
     manual = x
     for layer in short.layers:
