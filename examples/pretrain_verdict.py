@@ -10,7 +10,7 @@ AdamW (lr 0.0004, weight decay 0.1), 10 epochs, evaluation every 5 steps on
 Writes OUT/model.safetensors (gptc.save) and OUT/losses.png (train and
 validation loss against tokens seen). Then:
 
-    python -m gptc --weights OUT/model.safetensors --prompt "Every effort moves you"
+    gptc --weights OUT/model.safetensors --prompt "Every effort moves you"
 """
 import argparse
 import os

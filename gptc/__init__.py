@@ -6,7 +6,14 @@ in C, under a thin NumPy package with the book's names.
     >>> model = gptc.GPTModel(gptc.GPT_CONFIG_124M)
     >>> logits = model(batch)          # (batch, seq_len) ids -> (batch, seq_len, 50257)
 """
-from . import _C, data, nn, optim, training
+try:
+    from . import _C
+except ImportError as exc:   # e.g. `python -m gptc` run inside the source checkout
+    raise ImportError(
+        f"gptc's C extension (gptc._C) is not built next to {__file__}: this looks like the "
+        "source tree. Install the package (pip install .) and run from another directory, or "
+        "build in place with: python setup.py build_ext --inplace") from exc
+from . import data, nn, optim, training
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .config import GPT2_SIZES, GPT_CONFIG_124M, check_config, gpt2_config
 from .generate import generate_text_simple
