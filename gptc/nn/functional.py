@@ -108,7 +108,9 @@ def embedding(input, weight):
 
 def causal_attention(queries, keys, values, num_heads, dropout_p=0.0):
     """Causal scaled dot-product attention over heads (csrc/attention.c):
-    (batch, tokens, d_out) queries/keys/values -> (batch, tokens, d_out)."""
+    (batch, tokens, d_out) queries/keys/values -> (batch, tokens, d_out).
+    Uses the training kernel, which also returns the attention weights; for
+    inference MultiHeadAttention calls the one-call C module instead."""
     q, k, v = (as_float32(data_of(t)) for t in (queries, keys, values))
     if not recording(queries, keys, values):
         out, _, _ = _C.attention_train(q, k, v, num_heads, dropout_p, default_generator)

@@ -184,6 +184,19 @@ def _check_in_idx(in_idx, context_length, vocab_size):
     return in_idx
 
 
+def _forward_through_modules(model, in_idx):
+    """The book's GPT forward, one module call after another (GPTModel when it
+    records gradients or was customised, and DummyGPTModel)."""
+    seq_len = in_idx.shape[1]
+    tok_embeds = model.tok_emb(in_idx)
+    pos_embeds = model.pos_emb(np.arange(seq_len))
+    x = tok_embeds + pos_embeds
+    x = model.drop_emb(x)
+    x = model.trf_blocks(x)
+    x = model.final_norm(x)
+    return model.out_head(x)
+
+
 def _is_book_block(block, emb_dim, n_heads):
     """True if ``block`` is exactly the book's TransformerBlock, so the one-call
     C forward computes what calling its submodules would."""
@@ -273,14 +286,7 @@ class GPTModel(Module):
                 return _C.gpt_forward(in_idx, *args)
         # Recording gradients, or a customised model: run the modules one by
         # one, as the book writes it.
-        seq_len = in_idx.shape[1]
-        tok_embeds = self.tok_emb(in_idx)
-        pos_embeds = self.pos_emb(np.arange(seq_len))
-        x = tok_embeds + pos_embeds
-        x = self.drop_emb(x)
-        x = self.trf_blocks(x)
-        x = self.final_norm(x)
-        return self.out_head(x)
+        return _forward_through_modules(self, in_idx)
 
 
 class DummyTransformerBlock(Module):
@@ -322,11 +328,4 @@ class DummyGPTModel(Module):
     def forward(self, in_idx):
         in_idx = _check_in_idx(data_of(in_idx), self.pos_emb.num_embeddings,
                                self.tok_emb.num_embeddings)
-        seq_len = in_idx.shape[1]
-        tok_embeds = self.tok_emb(in_idx)
-        pos_embeds = self.pos_emb(np.arange(seq_len))
-        x = tok_embeds + pos_embeds
-        x = self.drop_emb(x)
-        x = self.trf_blocks(x)
-        x = self.final_norm(x)
-        return self.out_head(x)
+        return _forward_through_modules(self, in_idx)

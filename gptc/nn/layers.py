@@ -1,9 +1,10 @@
 """The building-block layers: Linear, Embedding, Dropout, ReLU, GELU, LayerNorm.
 
-Each holds its parameters and calls one C function (csrc/<name>.c) in
-``forward``. Inputs may be any real-valued array-like: they are converted to
-C-contiguous float32 (a copy only when needed); outputs are new float32
-arrays. Parameters are initialised as PyTorch initialises them, drawing from
+Each holds its parameters and calls one function of gptc.nn.functional in
+``forward``, which calls the C forward (csrc/<name>.c). Inputs may be any
+real-valued array-like: they are converted to C-contiguous float32 (a copy
+only when needed); outputs are new float32 arrays, as gptc.Tensor while
+gradients are recorded. Parameters are initialised as PyTorch initialises them, drawing from
 gptc's default generator in the same order.
 """
 import math
