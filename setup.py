@@ -11,7 +11,7 @@ import os
 import numpy
 from setuptools import Extension, setup
 
-compile_args = ["-std=c11", "-fopenmp", "-ffp-contract=fast", "-Wall", "-Wextra",
+compile_args = ["-std=c11", "-fopenmp", "-ffp-contract=fast", "-fno-math-errno", "-Wall", "-Wextra",
                 "-Wno-unused-parameter", "-Wno-missing-field-initializers"]
 link_args = ["-fopenmp"]
 if os.environ.get("GPTC_SANITIZE") == "1":

@@ -9,9 +9,10 @@
 void gptc_feedforward_forward(float *out, const float *x,
                               const float *w_fc, const float *b_fc,
                               const float *w_proj, const float *b_proj,
-                              int N, int C, int H, float *hidden)
+                              int N, int C, int H, float *hidden, int accumulate)
 {
-    gptc_linear_forward(hidden, x, w_fc, b_fc, N, C, H);
-    gptc_gelu_forward(hidden, hidden, (size_t)N * H);
-    gptc_linear_forward(out, hidden, w_proj, b_proj, N, H, C);
+    /* GELU is applied by the matmul as each block of the hidden layer is
+     * finished, while it is still in cache */
+    gptc_linear_forward_fused(hidden, x, w_fc, b_fc, N, C, H, 0, 1);
+    gptc_linear_forward_fused(out, hidden, w_proj, b_proj, N, H, C, accumulate, 0);
 }

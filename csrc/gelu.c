@@ -10,17 +10,13 @@
 
 #include <math.h>
 
-#define GELU_SQRT_2_OVER_PI 0.7978845608028654f
-
 void gptc_gelu_forward(float *out, const float *x, size_t n)
 {
     long long len = (long long)n;
 #pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
     if (len >= GPTC_PARALLEL_MIN_WORK)
     for (long long i = 0; i < len; i++) {
-        float v = x[i];
-        float inner = GELU_SQRT_2_OVER_PI * (v + 0.044715f * v * v * v);
-        out[i] = 0.5f * v * (1.0f + tanhf(inner));
+        out[i] = gptc_gelu_scalar(x[i]);
     }
 }
 
@@ -45,8 +41,8 @@ void gptc_gelu_backward(float *dinp, const float *inp, const float *dout, size_t
     if (len >= GPTC_PARALLEL_MIN_WORK)
     for (long long i = 0; i < len; i++) {
         float x = inp[i];
-        float t = tanhf(GELU_SQRT_2_OVER_PI * (x + 0.044715f * x * x * x));
-        float du = GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
+        float t = tanhf(GPTC_GELU_SQRT_2_OVER_PI * (x + 0.044715f * x * x * x));
+        float du = GPTC_GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
         float grad = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du;
         dinp[i] += grad * dout[i];
     }

@@ -124,14 +124,22 @@ void gptc_relu_backward(float *dinp, const float *inp, const float *dout, size_t
 /* matmul.c: out[M, N] = x[M, K] . weight[N, K]^T + bias[N] (bias may be NULL). */
 void gptc_linear_forward(float *out, const float *x, const float *weight,
                          const float *bias, int M, int K, int N);
+/* matmul.c: the same product with work fused into it, so the result is
+ * written once instead of being read back by a second pass:
+ *   accumulate == 0: out = x . W^T + bias, then GELU if gelu != 0
+ *   accumulate == 1: out += x . W^T + bias (a shortcut connection; gelu 0) */
+void gptc_linear_forward_fused(float *out, const float *x, const float *weight,
+                               const float *bias, int M, int K, int N, int accumulate,
+                               int gelu);
 /* matmul.c: the gradients of gptc_linear_forward (inp is its x):
  *   dinp[M, K] += dout[M, N] . W[N, K]
  *   dweight[N, K] += dout^T . inp[M, K]
  *   dbias[N] += column sums of dout
- * Threaded over rows of dinp and of dweight; deterministic, and the same
- * result for any thread count. */
-void gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                          const float *inp, const float *weight, int M, int K, int N);
+ * Threaded; deterministic, and the same result for any thread count.
+ * Returns 0, or -1 if its packing buffers could not be allocated (the
+ * gradients are then incomplete). */
+int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int M, int K, int N);
 /* Which kernel gptc_linear_forward runs: "avx512", "avx2" or "generic". */
 const char *gptc_isa_name(void);
 
@@ -202,11 +210,13 @@ int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p,
                      gptc_generator *g);
 
 /* feedforward.c: FeedForward: Linear(C, H) -> GELU -> Linear(H, C).
- * x and out are (N, C); hidden is N * H floats of scratch. */
+ * x and out are (N, C); hidden is N * H floats of scratch. With accumulate
+ * the result is added to out (out += FF(x), a shortcut connection) instead
+ * of stored; out must not alias x. */
 void gptc_feedforward_forward(float *out, const float *x,
                               const float *w_fc, const float *b_fc,
                               const float *w_proj, const float *b_proj,
-                              int N, int C, int H, float *hidden);
+                              int N, int C, int H, float *hidden, int accumulate);
 
 /* ------------------------------------------------------------------------
  * loss.c - the training losses.

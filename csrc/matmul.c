@@ -1,27 +1,40 @@
 /*
- * matmul.c - the Linear layer: out[M, N] = x[M, K] . W[N, K]^T + bias[N].
+ * matmul.c - every matrix product of the model: the Linear layer
+ *   out[M, N] = x[M, K] . W[N, K]^T + bias[N]
+ * and its gradients, which are products of the same three matrices.
  *
- * W is stored as PyTorch stores it, one output feature per row, so row n of
- * W and row m of x are both contiguous in K and every output is a dot
- * product of two contiguous vectors. The kernel computes a tile of 4 x rows
- * by 2 W rows at once: each value loaded from memory feeds several
- * multiply-adds, and the 8 independent lanes per dot product let the
- * compiler keep the accumulators in vector registers.
+ * Two algorithms, chosen by the number of rows M:
  *
- * The tile is written three times: in portable C (any CPU), with AVX2 + FMA
- * intrinsics and with AVX-512 intrinsics. The widest one the CPU supports is
- * chosen at run time (GPTC_ISA=generic|avx2|avx512 forces one), so the
- * default build runs on any x86-64 machine, with no -march=native. The SIMD
- * tiles are explicit rather than left to the auto-vectoriser: GCC 12 at -O3
- * vectorised the portable tile for AVX-512 into loads one row past the end
- * of x, a read that faults when x ends at a page boundary.
+ *  - Many rows (a prompt, a batch, training): a cache-blocked matrix
+ *    multiply with packed panels, the structure of BLIS and OpenBLAS. The
+ *    operands are first copied ("packed") into the exact order a small
+ *    register-tiled kernel reads them: MR rows of A interleaved, NR columns
+ *    of B interleaved, KC steps of the reduction at a time. The kernel then
+ *    keeps an MR x NR tile of the result in vector registers for the whole
+ *    KC steps, doing MR * NR multiply-adds for every MR + NR values it
+ *    loads, and streams both panels from cache in order. Packing also
+ *    absorbs the layouts: W is stored one output feature per row (PyTorch's
+ *    layout), the gradients read dout transposed, and after packing every
+ *    case is the same kernel.
  *
- * The backward (the gradients of x, W and the bias, for training) is at the
- * end of the file; its kernel is dispatched the same way.
+ *  - A few rows (one-token decode steps, the book's tiny batches): each
+ *    weight is used by at most a few rows, so there is nothing to block
+ *    for and packing W would cost as much as the product itself. Each
+ *    output is a dot product of an x row and a W row, both contiguous;
+ *    a tile of 4 x rows by 2 W rows reads every weight exactly once.
+ *
+ * Every kernel is written three times: portable C (any CPU), AVX2 + FMA
+ * intrinsics and AVX-512 intrinsics. The widest the CPU supports is chosen
+ * at run time (GPTC_ISA=generic|avx2|avx512 forces one), so the default
+ * build runs on any x86-64 machine with no -march=native. The SIMD kernels
+ * are explicit rather than left to the auto-vectoriser: GCC 12 at -O3 once
+ * vectorised a portable tile into loads one row past the end of x, a read
+ * that faults when x ends at a page boundary.
  */
 #include "gptc.h"
 #include "internal.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,11 +43,20 @@
 #include <immintrin.h>
 #endif
 
-#define MR 4        /* rows of x per tile */
-#define NR 2        /* rows of W per tile */
+#ifdef _OPENMP
+#define THREAD_INDEX() omp_get_thread_num()
+#else
+#define THREAD_INDEX() 0
+#endif
+
+/* ========================================================================
+ * Part 1: the few-rows path (dot products of contiguous rows).
+ * ===================================================================== */
+#define DOT_MR 4        /* rows of x per tile */
+#define DOT_NR 2        /* rows of W per tile */
 #define LANES 8     /* independent partial sums per dot product */
 /* The SIMD tiles below spell out their two W rows. */
-_Static_assert(NR == 2, "the AVX2 and AVX-512 tiles are written for NR == 2");
+_Static_assert(DOT_NR == 2, "the AVX2 and AVX-512 tiles are written for DOT_NR == 2");
 
 typedef void (*linear_rows_fn)(float *out, const float *x, const float *weight,
                                const float *bias, int M, int K, int N,
@@ -68,25 +90,25 @@ static inline __attribute__((always_inline)) float dot_1x1(const float *x,
     return s;
 }
 
-/* A full MR x NR tile of outputs. */
+/* A full DOT_MR x DOT_NR tile of outputs. */
 static inline __attribute__((always_inline)) void dot_tile(float *out, int ldo,
                                                            const float *x, const float *w,
                                                            int K)
 {
-    float acc[MR][NR][LANES];
+    float acc[DOT_MR][DOT_NR][LANES];
     memset(acc, 0, sizeof(acc));
     int k = 0;
     for (; k + LANES <= K; k += LANES) {
-        for (int i = 0; i < MR; i++) {
-            for (int j = 0; j < NR; j++) {
+        for (int i = 0; i < DOT_MR; i++) {
+            for (int j = 0; j < DOT_NR; j++) {
                 for (int u = 0; u < LANES; u++) {
                     acc[i][j][u] += x[(size_t)i * K + k + u] * w[(size_t)j * K + k + u];
                 }
             }
         }
     }
-    for (int i = 0; i < MR; i++) {
-        for (int j = 0; j < NR; j++) {
+    for (int i = 0; i < DOT_MR; i++) {
+        for (int j = 0; j < DOT_NR; j++) {
             float s = sum_lanes(acc[i][j]);
             for (int kk = k; kk < K; kk++) {
                 s += x[(size_t)i * K + kk] * w[(size_t)j * K + kk];
@@ -108,14 +130,14 @@ static inline __attribute__((always_inline)) void linear_rows_body(
     int M, int K, int N, int n_begin, int n_end, tile_fn dot_tile, dot_fn dot_1x1)
 {
     int n = n_begin;
-    for (; n + NR <= n_end; n += NR) {
+    for (; n + DOT_NR <= n_end; n += DOT_NR) {
         const float *w = weight + (size_t)n * K;
         int m = 0;
-        for (; m + MR <= M; m += MR) {
+        for (; m + DOT_MR <= M; m += DOT_MR) {
             dot_tile(out + (size_t)m * N + n, N, x + (size_t)m * K, w, K);
         }
         for (; m < M; m++) {
-            for (int j = 0; j < NR; j++) {
+            for (int j = 0; j < DOT_NR; j++) {
                 out[(size_t)m * N + n + j] = dot_1x1(x + (size_t)m * K, w + (size_t)j * K, K);
             }
         }
@@ -153,15 +175,23 @@ static inline float hsum_avx2(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
+/* Four independent sums, as in dot_1x1_avx512 below. */
 __attribute__((target("avx2,fma")))
 static inline float dot_1x1_avx2(const float *x, const float *w, int K)
 {
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    __m256 acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
     int k = 0;
-    for (; k + 8 <= K; k += 8) {
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), acc);
+    for (; k + 32 <= K; k += 32) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), _mm256_loadu_ps(w + k + 8), acc1);
+        acc2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 16), _mm256_loadu_ps(w + k + 16), acc2);
+        acc3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 24), _mm256_loadu_ps(w + k + 24), acc3);
     }
-    float s = hsum_avx2(acc);
+    for (; k + 8 <= K; k += 8) {
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), _mm256_loadu_ps(w + k), acc0);
+    }
+    float s = hsum_avx2(_mm256_add_ps(_mm256_add_ps(acc0, acc1), _mm256_add_ps(acc2, acc3)));
     for (; k < K; k++) {
         s += x[k] * w[k];
     }
@@ -171,21 +201,21 @@ static inline float dot_1x1_avx2(const float *x, const float *w, int K)
 __attribute__((target("avx2,fma")))
 static inline void dot_tile_avx2(float *out, int ldo, const float *x, const float *w, int K)
 {
-    __m256 acc[MR][NR];
-    for (int i = 0; i < MR; i++) {
-        for (int j = 0; j < NR; j++) acc[i][j] = _mm256_setzero_ps();
+    __m256 acc[DOT_MR][DOT_NR];
+    for (int i = 0; i < DOT_MR; i++) {
+        for (int j = 0; j < DOT_NR; j++) acc[i][j] = _mm256_setzero_ps();
     }
     int k = 0;
     for (; k + 8 <= K; k += 8) {
         __m256 w0 = _mm256_loadu_ps(w + k), w1 = _mm256_loadu_ps(w + (size_t)K + k);
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < DOT_MR; i++) {
             __m256 xi = _mm256_loadu_ps(x + (size_t)i * K + k);
             acc[i][0] = _mm256_fmadd_ps(xi, w0, acc[i][0]);
             acc[i][1] = _mm256_fmadd_ps(xi, w1, acc[i][1]);
         }
     }
-    for (int i = 0; i < MR; i++) {
-        for (int j = 0; j < NR; j++) {
+    for (int i = 0; i < DOT_MR; i++) {
+        for (int j = 0; j < DOT_NR; j++) {
             float s = hsum_avx2(acc[i][j]);
             for (int kk = k; kk < K; kk++) {
                 s += x[(size_t)i * K + kk] * w[(size_t)j * K + kk];
@@ -212,37 +242,49 @@ static inline __mmask16 tail_mask(int remaining)
     return remaining >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << remaining) - 1u);
 }
 
+/* Four independent sums: one chain of dependent multiply-adds would wait
+ * out the FMA latency at every step, and this is the one-row (decode) path,
+ * where each weight row is read once and nothing else hides that wait. */
 __attribute__((target("avx512f")))
 static inline float dot_1x1_avx512(const float *x, const float *w, int K)
 {
-    __m512 acc = _mm512_setzero_ps();
-    for (int k = 0; k < K; k += 16) {
-        __mmask16 m = tail_mask(K - k);
-        acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + k), _mm512_maskz_loadu_ps(m, w + k),
-                              acc);
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 64 <= K; k += 64) {
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), _mm512_loadu_ps(w + k), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16), _mm512_loadu_ps(w + k + 16), acc1);
+        acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 32), _mm512_loadu_ps(w + k + 32), acc2);
+        acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 48), _mm512_loadu_ps(w + k + 48), acc3);
     }
-    return _mm512_reduce_add_ps(acc);
+    for (; k < K; k += 16) {
+        __mmask16 m = tail_mask(K - k);
+        acc0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + k), _mm512_maskz_loadu_ps(m, w + k),
+                               acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1),
+                                              _mm512_add_ps(acc2, acc3)));
 }
 
 __attribute__((target("avx512f")))
 static inline void dot_tile_avx512(float *out, int ldo, const float *x, const float *w, int K)
 {
-    __m512 acc[MR][NR];
-    for (int i = 0; i < MR; i++) {
-        for (int j = 0; j < NR; j++) acc[i][j] = _mm512_setzero_ps();
+    __m512 acc[DOT_MR][DOT_NR];
+    for (int i = 0; i < DOT_MR; i++) {
+        for (int j = 0; j < DOT_NR; j++) acc[i][j] = _mm512_setzero_ps();
     }
     for (int k = 0; k < K; k += 16) {
         __mmask16 m = tail_mask(K - k);
         __m512 w0 = _mm512_maskz_loadu_ps(m, w + k);
         __m512 w1 = _mm512_maskz_loadu_ps(m, w + (size_t)K + k);
-        for (int i = 0; i < MR; i++) {
+        for (int i = 0; i < DOT_MR; i++) {
             __m512 xi = _mm512_maskz_loadu_ps(m, x + (size_t)i * K + k);
             acc[i][0] = _mm512_fmadd_ps(xi, w0, acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(xi, w1, acc[i][1]);
         }
     }
-    for (int i = 0; i < MR; i++) {
-        for (int j = 0; j < NR; j++) out[(size_t)i * ldo + j] = _mm512_reduce_add_ps(acc[i][j]);
+    for (int i = 0; i < DOT_MR; i++) {
+        for (int j = 0; j < DOT_NR; j++) out[(size_t)i * ldo + j] = _mm512_reduce_add_ps(acc[i][j]);
     }
 }
 
@@ -256,148 +298,445 @@ static void linear_rows_avx512(float *out, const float *x, const float *weight,
 }
 #endif
 
-/* ------------------------------------------------------------------------
- * Backward. Both gradients of a Linear layer have the same shape of
- * computation, an accumulation into a row-major matrix
- *     G[r, k] += sum_l A(r, l) * Bm[l, k]
- * where Bm is contiguous in k and A is read with arbitrary strides:
- *   dinp[m, k]    += sum_n dout[m, n] * W[n, k]     (A = dout, Bm = W)
- *   dweight[n, k] += sum_m dout[m, n] * inp[m, k]   (A = dout^T, Bm = inp)
- * so neither needs a transposed copy. The inner step broadcasts one A
- * value against 16 consecutive Bm values, which are contiguous, and adds
- * into a 6 x 16 tile of G held in registers (twelve 8-lane vectors).
+/* ========================================================================
+ * Part 2: the blocked, packed matrix multiply.
  *
- * Every element of G is summed in the same order (l = 0, 1, ..., L-1,
- * in blocks of GL added to the old value one after the other) whatever
- * the number of threads: the result is deterministic and independent of
- * the thread count. Written with GCC's vector extensions so one body compiles to SSE
- * (generic) or AVX2 + FMA, dispatched like the forward kernel.
- * ---------------------------------------------------------------------- */
-typedef float vec8 __attribute__((vector_size(32)));
+ *   C[i, j] (= or +=) sum_p A(i, p) * B(p, j)     i < M, j < N, p < K
+ *
+ * A and B are strided views, so one routine serves the forward and both
+ * gradients without transposed copies:
+ *   forward   out   = x . W^T      A(i, p) = x[i, p]      B(p, j) = W[j, p]
+ *   backward  dinp += dout . W     A(i, p) = dout[i, p]   B(p, j) = W[p, j]
+ *             dW   += dout^T . x   A(i, p) = dout[p, i]   B(p, j) = x[p, j]
+ *
+ * Loop nest, outermost first (the sizes are for GPT-2's shapes):
+ *   tasks  the N columns cut into chunks of a few NR panels, handed to the
+ *          threads dynamically (a busy vCPU simply takes fewer);
+ *   p0     KC steps of the reduction: the task packs its KC x chunk slice
+ *          of B (at most KC x NC_MAX floats, in L2);
+ *   i0     MC rows at a time: that MC x KC block of the packed A, shared
+ *          by all tasks and packed once up front, stays in L2;
+ *   jr/ir  NR-wide B panels, then MR-tall A panels: the KC x NR panel of B
+ *          stays in L1 while every A panel of the block meets it.
+ * Every C element is summed by one task in a fixed order (each KC block's
+ * sum from zero, then added to C), so the result does not depend on the
+ * number of threads.
+ * ===================================================================== */
+#define KC 256          /* reduction steps per packed block */
+#define MC 192          /* rows of A per L2 block (a multiple of every MR) */
+#define NC_MAX 512      /* widest column chunk a task packs */
+#define MAX_MR 12
+#define MAX_NR 32
+#define PACK_ALIGN 64   /* packed panels start on a cache line */
 
-#define GR 6        /* rows of G per register tile: 12 accumulators, 2 Bm
-                       vectors and a broadcast fit AVX2's 16 registers */
-#define GL 128      /* reduction depth per block: the packed 6 x 128 slice
-                       of A stays in L1 */
-#define GK 256      /* columns per block: a 128 x 256 panel of Bm (128 KB) stays in L2 */
+/* Element (r, c) of a strided matrix view is p[r * rs + c * cs]. */
+typedef struct {
+    const float *p;
+    ptrdiff_t rs, cs;
+} matrix_view;
 
-typedef void (*grad_rows_fn)(float *g, const float *a, ptrdiff_t ars, ptrdiff_t als,
-                             const float *bm, int K, int L, int r0, int r1, int k0, int k1);
+/* What happens to C after the product: nothing, or + bias[j] and then
+ * optionally GELU, applied to each finished block while it is in cache. */
+typedef struct {
+    const float *bias;   /* N values or NULL */
+    int gelu;
+} epilogue;
 
-/* An R x (8 * V) tile of G (R <= GR, V <= 2) += A slice . Bm slice, over
- * L. The A slice is packed: ap[l * R + i] is A(row i, l). The products are
- * summed from zero and the block's sum added to G once: G may already hold
- * a large gradient, and adding each small product to it directly would
- * round at G's scale L times instead of once. */
-static inline __attribute__((always_inline)) void grad_tile(
-    float *g, int ldg, const float *ap, const float *bm, int ldb, int L, const int R,
-    const int V)
+/* The register tile: acc[i][j] = sum over kc of ap[p * MR + i] * bp[p * NR + j];
+ * then c[i * ldc + j] = acc (add == 0) or c[i * ldc + j] += acc (add == 1). */
+typedef void (*tile_kernel_fn)(int kc, const float *ap, const float *bp, float *c,
+                               ptrdiff_t ldc, int add);
+
+/* Portable tile: 4 x 8, small enough for 16 SSE registers. */
+#define GENERIC_MR 4
+#define GENERIC_NR 8
+static void tile_generic(int kc, const float *ap, const float *bp, float *c, ptrdiff_t ldc,
+                         int add)
 {
-    vec8 acc[GR][2];
-    for (int i = 0; i < R; i++) {
-        for (int v = 0; v < V; v++) acc[i][v] = (vec8){0};
+    float acc[GENERIC_MR][GENERIC_NR] = {{0}};
+    for (int p = 0; p < kc; p++) {
+        for (int i = 0; i < GENERIC_MR; i++) {
+            float a = ap[i];
+            for (int j = 0; j < GENERIC_NR; j++) acc[i][j] += a * bp[j];
+        }
+        ap += GENERIC_MR;
+        bp += GENERIC_NR;
     }
-    for (int l = 0; l < L; l++) {
-        vec8 b[2];
-        for (int v = 0; v < V; v++) memcpy(&b[v], bm + (size_t)l * ldb + 8 * v, sizeof(vec8));
-        for (int i = 0; i < R; i++) {
-            float s = ap[l * R + i];
-            for (int v = 0; v < V; v++) acc[i][v] += s * b[v];
+    for (int i = 0; i < GENERIC_MR; i++) {
+        for (int j = 0; j < GENERIC_NR; j++) {
+            c[i * ldc + j] = add ? c[i * ldc + j] + acc[i][j] : acc[i][j];
         }
     }
-    for (int i = 0; i < R; i++) {
-        for (int v = 0; v < V; v++) {
-            vec8 old;
-            memcpy(&old, g + (size_t)i * ldg + 8 * v, sizeof(vec8));
-            old += acc[i][v];
-            memcpy(g + (size_t)i * ldg + 8 * v, &old, sizeof(vec8));
-        }
-    }
-}
-
-/* Columns [k0, k1) of R rows of G: 16-wide tiles, one 8-wide, then scalars.
- * The R x L slice of A is packed first into ap: A may be read with a large
- * stride (dout^T steps a whole row of dout per l, a new page every few
- * values), and once packed every tile of the strip reads it as one short
- * contiguous stream. */
-static inline __attribute__((always_inline)) void grad_strip(
-    float *g, int ldg, const float *a, ptrdiff_t ars, ptrdiff_t als, const float *bm,
-    int ldb, int L, int k0, int k1, const int R)
-{
-    float ap[GL * GR];
-    for (int l = 0; l < L; l++) {
-        for (int i = 0; i < R; i++) ap[l * R + i] = a[i * ars + l * als];
-    }
-    int k = k0;
-    for (; k + 16 <= k1; k += 16) grad_tile(g + k, ldg, ap, bm + k, ldb, L, R, 2);
-    for (; k + 8 <= k1; k += 8) grad_tile(g + k, ldg, ap, bm + k, ldb, L, R, 1);
-    for (; k < k1; k++) {
-        for (int i = 0; i < R; i++) {
-            float s = 0.0f;
-            for (int l = 0; l < L; l++) s += ap[l * R + i] * bm[(size_t)l * ldb + k];
-            g[(size_t)i * ldg + k] += s;
-        }
-    }
-}
-
-/* Rows [r0, r1) and columns [k0, k1) of G (row stride K), over all L. The
- * reduction is cut into GL-deep blocks and the columns into GK-wide ones so
- * the slice of Bm being used stays in cache while all the rows meet it. */
-static inline __attribute__((always_inline)) void grad_rows_body(
-    float *g, const float *a, ptrdiff_t ars, ptrdiff_t als, const float *bm,
-    int K, int L, int r0, int r1, int k0, int k1)
-{
-    for (int l0 = 0; l0 < L; l0 += GL) {
-        int lb = L - l0 < GL ? L - l0 : GL;
-        const float *al = a + l0 * als;
-        const float *bl = bm + (size_t)l0 * K;
-        for (int c0 = k0; c0 < k1; c0 += GK) {
-            int c1 = k1 - c0 < GK ? k1 : c0 + GK;
-            int r = r0;
-            for (; r + GR <= r1; r += GR) {
-                grad_strip(g + (size_t)r * K, K, al + r * ars, ars, als, bl, K, lb, c0, c1, GR);
-            }
-            for (; r < r1; r++) {
-                grad_strip(g + (size_t)r * K, K, al + r * ars, ars, als, bl, K, lb, c0, c1, 1);
-            }
-        }
-    }
-}
-
-static void grad_rows_generic(float *g, const float *a, ptrdiff_t ars, ptrdiff_t als,
-                              const float *bm, int K, int L, int r0, int r1, int k0, int k1)
-{
-    grad_rows_body(g, a, ars, als, bm, K, L, r0, r1, k0, k1);
 }
 
 #ifdef GPTC_HAVE_X86_KERNELS
-/* Also used when the forward runs AVX-512: this loop is bound by loads of
- * the G tile and Bm, not by the vector width. */
+/* AVX2 + FMA: 6 x 16, twelve accumulators + two B vectors + one broadcast
+ * of AVX2's sixteen registers. */
+#define AVX2_MR 6
+#define AVX2_NR 16
 __attribute__((target("avx2,fma")))
-static void grad_rows_avx2(float *g, const float *a, ptrdiff_t ars, ptrdiff_t als,
-                           const float *bm, int K, int L, int r0, int r1, int k0, int k1)
+static void tile_avx2(int kc, const float *ap, const float *bp, float *c, ptrdiff_t ldc,
+                      int add)
 {
-    grad_rows_body(g, a, ars, als, bm, K, L, r0, r1, k0, k1);
+    __m256 acc[AVX2_MR][2];
+    for (int i = 0; i < AVX2_MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        for (int i = 0; i < AVX2_MR; i++) {
+            __m256 a = _mm256_broadcast_ss(ap + i);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+        ap += AVX2_MR;
+        bp += AVX2_NR;
+    }
+    for (int i = 0; i < AVX2_MR; i++) {
+        float *ci = c + i * ldc;
+        if (add) {
+            acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]);
+            acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]);
+        }
+        _mm256_storeu_ps(ci, acc[i][0]);
+        _mm256_storeu_ps(ci + 8, acc[i][1]);
+    }
+}
+
+/* AVX-512: 12 x 32, twenty-four accumulators + two B vectors + one
+ * broadcast of its thirty-two registers. */
+#define AVX512_MR 12
+#define AVX512_NR 32
+__attribute__((target("avx512f")))
+static void tile_avx512(int kc, const float *ap, const float *bp, float *c, ptrdiff_t ldc,
+                        int add)
+{
+    __m512 acc[AVX512_MR][2];
+    for (int i = 0; i < AVX512_MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    for (int p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_load_ps(bp), b1 = _mm512_load_ps(bp + 16);
+        for (int i = 0; i < AVX512_MR; i++) {
+            __m512 a = _mm512_set1_ps(ap[i]);
+            acc[i][0] = _mm512_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(a, b1, acc[i][1]);
+        }
+        ap += AVX512_MR;
+        bp += AVX512_NR;
+    }
+    for (int i = 0; i < AVX512_MR; i++) {
+        float *ci = c + i * ldc;
+        if (add) {
+            acc[i][0] = _mm512_add_ps(_mm512_loadu_ps(ci), acc[i][0]);
+            acc[i][1] = _mm512_add_ps(_mm512_loadu_ps(ci + 16), acc[i][1]);
+        }
+        _mm512_storeu_ps(ci, acc[i][0]);
+        _mm512_storeu_ps(ci + 16, acc[i][1]);
+    }
 }
 #endif
 
-typedef struct {
+/* The packing transposes: dst[p * ld + r] = src[r * stride + p] for r < rows
+ * and p < len, and lanes rows <= r < width are written as zeros. Rows of W
+ * (and of x) are contiguous in p but a packed panel interleaves them, so
+ * every pack of the forward is a transpose; done a square of values at a
+ * time in registers, it reads whole vectors and writes whole vectors
+ * instead of moving one float at a time. */
+typedef void (*pack_transpose_fn)(float *dst, ptrdiff_t ld, const float *src,
+                                  ptrdiff_t stride, int rows, int width, int len);
+
+static void pack_transpose_generic(float *dst, ptrdiff_t ld, const float *src,
+                                   ptrdiff_t stride, int rows, int width, int len)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *s = src + r * stride;
+        for (int p = 0; p < len; p++) dst[p * ld + r] = s[p];
+    }
+    for (int r = rows; r < width; r++) {
+        for (int p = 0; p < len; p++) dst[p * ld + r] = 0.0f;
+    }
+}
+
+#ifdef GPTC_HAVE_X86_KERNELS
+/* 8 x 8 blocks (rows, width <= 8). Masked loads and stores never touch
+ * memory outside the mask, so ragged edges need no scalar loop. */
+__attribute__((target("avx2,fma")))
+static void pack_transpose_avx2(float *dst, ptrdiff_t ld, const float *src,
+                                ptrdiff_t stride, int rows, int width, int len)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i store_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(width), lane);
+    for (int p = 0; p < len; p += 8) {
+        int n = len - p < 8 ? len - p : 8;
+        __m256i load_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
+        __m256 r[8], t[8];
+        for (int i = 0; i < 8; i++) {
+            r[i] = i < rows ? _mm256_maskload_ps(src + i * stride + p, load_mask)
+                            : _mm256_setzero_ps();
+        }
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+            r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int k = 0; k < 4; k++) {
+            t[k] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x20);
+            t[k + 4] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x31);
+        }
+        for (int k = 0; k < n; k++) _mm256_maskstore_ps(dst + (p + k) * ld, store_mask, t[k]);
+    }
+}
+
+/* 16 x 16 blocks (rows, width <= 16). */
+__attribute__((target("avx512f")))
+static void pack_transpose_avx512(float *dst, ptrdiff_t ld, const float *src,
+                                  ptrdiff_t stride, int rows, int width, int len)
+{
+    const __mmask16 store_mask = (__mmask16)((1u << width) - 1u);
+    for (int p = 0; p < len; p += 16) {
+        int n = len - p < 16 ? len - p : 16;
+        __mmask16 load_mask = (__mmask16)((1u << n) - 1u);
+        __m512 r[16], t[16];
+        for (int i = 0; i < 16; i++) {
+            r[i] = i < rows ? _mm512_maskz_loadu_ps(load_mask, src + i * stride + p)
+                            : _mm512_setzero_ps();
+        }
+        /* within each 128-bit lane: pairs of rows, then quads of rows */
+        for (int i = 0; i < 16; i += 2) {
+            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 16; i += 4) {
+            r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+            r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+            r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        /* r[4q + k], lane L, now holds rows 4q..4q+3 of column 4L + k;
+         * gather the four quads of each column across lanes */
+        for (int k = 0; k < 4; k++) {
+            __m512 lo01 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+            __m512 hi01 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+            __m512 lo23 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+            __m512 hi23 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+            t[k] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+            t[8 + k] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
+            t[4 + k] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+            t[12 + k] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
+        }
+        for (int k = 0; k < n; k++) _mm512_mask_storeu_ps(dst + (p + k) * ld, store_mask, t[k]);
+    }
+}
+#endif
+
+/* Pack rows [i0, i0 + rows) of A, all K columns, as one MR panel:
+ * ap[p * mr + i] = A(i0 + i, p); rows past the end are zeros, so the tile
+ * kernel never needs a ragged case. */
+static void pack_a_panel(float *ap, matrix_view a, int i0, int rows, int mr, int K,
+                         pack_transpose_fn transpose)
+{
+    if (a.cs == 1) {
+        transpose(ap, mr, a.p + i0 * a.rs, a.rs, rows, mr, K);
+        return;
+    }
+    for (int p = 0; p < K; p++) {
+        const float *src = a.p + p * a.cs + i0 * a.rs;
+        for (int i = 0; i < rows; i++) ap[(size_t)p * mr + i] = src[i * a.rs];
+        for (int i = rows; i < mr; i++) ap[(size_t)p * mr + i] = 0.0f;
+    }
+}
+
+/* Pack columns [j0, j0 + cols) of B over reduction steps [p0, p0 + kc) as
+ * one NR panel: bp[p * nr + j] = B(p0 + p, j0 + j), zeros past the end. */
+static void pack_b_panel(float *bp, matrix_view b, int p0, int kc, int j0, int cols, int nr,
+                         pack_transpose_fn transpose, int tw)
+{
+    if (b.cs == 1) {
+        for (int p = 0; p < kc; p++) {
+            const float *src = b.p + (p0 + p) * b.rs + j0;
+            float *dst = bp + (size_t)p * nr;
+            memcpy(dst, src, (size_t)cols * sizeof(float));
+            for (int j = cols; j < nr; j++) dst[j] = 0.0f;
+        }
+        return;
+    }
+    if (b.rs != 1) {
+        for (int p = 0; p < kc; p++) {
+            for (int j = 0; j < nr; j++) {
+                bp[(size_t)p * nr + j] = j < cols ? b.p[(p0 + p) * b.rs + (j0 + j) * b.cs] : 0.0f;
+            }
+        }
+        return;
+    }
+    /* W rows in the forward: the panel is nr / tw transposes side by side */
+    for (int h = 0; h < nr; h += tw) {
+        int n = cols - h < 0 ? 0 : (cols - h < tw ? cols - h : tw);
+        transpose(bp + h, nr, b.p + (j0 + h) * b.cs + p0 * b.rs, b.cs, n, tw, kc);
+    }
+}
+
+/* The kernels of one instruction set. */
+typedef struct isa_kernel {
     const char *name;
-    linear_rows_fn fn;
-    grad_rows_fn grad;
+    linear_rows_fn rows;           /* the few-rows forward */
+    tile_kernel_fn tile;           /* the packed path's register tile */
+    int mr, nr;                    /* its shape */
+    pack_transpose_fn transpose;   /* packing rows into panels */
+    int tw;                        /* the transpose's widest square */
 } isa_kernel;
 
+typedef struct {
+    int M, N, K;
+    matrix_view a, b;
+    float *c;
+    ptrdiff_t ldc;
+    int accumulate;
+    epilogue ep;
+    const isa_kernel *kern;
+    const float *apack;   /* every MR panel of A, each over all K */
+    int chunk;            /* columns per task, a multiple of nr */
+} gemm_problem;
+
+/* Bias, then GELU, on rows [i0, i1) and columns [j0, j1) of C. */
+static void apply_epilogue(const gemm_problem *g, int i0, int i1, int j0, int j1)
+{
+    if (g->ep.bias == NULL && !g->ep.gelu) return;
+    for (int i = i0; i < i1; i++) {
+        float *row = g->c + i * g->ldc;
+        if (g->ep.bias != NULL) {
+            for (int j = j0; j < j1; j++) row[j] += g->ep.bias[j];
+        }
+        if (g->ep.gelu) {
+            for (int j = j0; j < j1; j++) row[j] = gptc_gelu_scalar(row[j]);
+        }
+    }
+}
+
+/* One task: every row of C, columns [j0, j1). bpack holds KC x chunk floats. */
+static void gemm_task(const gemm_problem *g, int j0, int j1, float *bpack)
+{
+    const int mr = g->kern->mr, nr = g->kern->nr, M = g->M, K = g->K;
+    float tmp[MAX_MR * MAX_NR] __attribute__((aligned(PACK_ALIGN)));
+    for (int p0 = 0; p0 < K; p0 += KC) {
+        const int kc = K - p0 < KC ? K - p0 : KC;
+        const int add = g->accumulate || p0 > 0;
+        const int last = p0 + kc == K;
+        for (int j = j0; j < j1; j += nr) {
+            int cols = j1 - j < nr ? j1 - j : nr;
+            pack_b_panel(bpack + (size_t)(j - j0) * kc, g->b, p0, kc, j, cols, nr,
+                         g->kern->transpose, g->kern->tw);
+        }
+        for (int i0 = 0; i0 < M; i0 += MC) {
+            const int i1 = M - i0 < MC ? M : i0 + MC;
+            for (int j = j0; j < j1; j += nr) {
+                const int cols = j1 - j < nr ? j1 - j : nr;
+                const float *bp = bpack + (size_t)(j - j0) * kc;
+                for (int i = i0; i < i1; i += mr) {
+                    const int rows = i1 - i < mr ? i1 - i : mr;
+                    const float *ap = g->apack + (size_t)i * K + (size_t)p0 * mr;
+                    float *c = g->c + i * g->ldc + j;
+                    if (rows == mr && cols == nr) {
+                        g->kern->tile(kc, ap, bp, c, g->ldc, add);
+                        continue;
+                    }
+                    /* a ragged edge: compute the full tile aside, keep its
+                     * valid part */
+                    g->kern->tile(kc, ap, bp, tmp, nr, 0);
+                    for (int r = 0; r < rows; r++) {
+                        float *cr = c + r * g->ldc;
+                        for (int s = 0; s < cols; s++) {
+                            cr[s] = add ? cr[s] + tmp[r * nr + s] : tmp[r * nr + s];
+                        }
+                    }
+                }
+            }
+            if (last) apply_epilogue(g, i0, i1, j0, j1);
+        }
+    }
+    if (K == 0) {
+        /* an empty reduction: C = 0 (or unchanged), then the epilogue */
+        if (!g->accumulate) {
+            for (int i = 0; i < M; i++) memset(g->c + i * g->ldc + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+        }
+        apply_epilogue(g, 0, M, j0, j1);
+    }
+}
+
+static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
+
+/* C = A . B (+ epilogue), or C += A . B when accumulate. Returns 0, or -1
+ * if the packing buffers could not be allocated (C is then untouched). */
+static int gemm(int M, int N, int K, matrix_view a, matrix_view b, float *c, ptrdiff_t ldc,
+                int accumulate, epilogue ep, const isa_kernel *kern)
+{
+    const int mr = kern->mr, nr = kern->nr;
+    if (M == 0 || N == 0) return 0;
+    int nthreads = gptc_get_num_threads();
+    double work = (double)M * N * K;
+    if (work < GPTC_PARALLEL_MIN_WORK) nthreads = 1;
+
+    /* Columns per task: about four tasks per thread so a slower core
+     * takes fewer, at least one panel, at most NC_MAX. */
+    int chunk = (int)round_up((size_t)(N + 4 * nthreads - 1) / (4 * nthreads), (size_t)nr);
+    if (chunk > NC_MAX) chunk = NC_MAX / nr * nr;
+    int ntasks = (N + chunk - 1) / chunk;
+    if (ntasks < nthreads) nthreads = ntasks;
+
+    size_t panels = (size_t)(M + mr - 1) / mr;
+    size_t a_floats = round_up(panels * mr * (size_t)K, PACK_ALIGN / sizeof(float));
+    size_t b_floats = round_up((size_t)KC * chunk, PACK_ALIGN / sizeof(float));
+    float *buf = aligned_alloc(PACK_ALIGN, (a_floats + b_floats * nthreads) * sizeof(float));
+    if (buf == NULL) return -1;
+
+    gemm_problem g = {M, N, K, a, b, c, ldc, accumulate, ep, kern, buf, chunk};
+    long long npanels = (long long)panels;
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+#pragma omp for schedule(static)
+        for (long long q = 0; q < npanels; q++) {
+            int i0 = (int)q * mr;
+            int rows = M - i0 < mr ? M - i0 : mr;
+            pack_a_panel(buf + (size_t)q * mr * K, a, i0, rows, mr, K, kern->transpose);
+        }
+        /* the implicit barrier: all of A is packed before any task starts */
+        float *bpack = buf + a_floats + b_floats * THREAD_INDEX();
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < ntasks; t++) {
+            int j0 = t * chunk;
+            int j1 = j0 + chunk < N ? j0 + chunk : N;
+            gemm_task(&g, j0, j1, bpack);
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+/* ========================================================================
+ * Part 3: choosing the kernels, and the public functions.
+ * ===================================================================== */
 enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512 };
 
 static const isa_kernel kernels[] = {
-    [ISA_GENERIC] = {"generic", linear_rows_generic, grad_rows_generic},
+    [ISA_GENERIC] = {"generic", linear_rows_generic, tile_generic, GENERIC_MR, GENERIC_NR,
+                     pack_transpose_generic, GENERIC_NR},
 #ifdef GPTC_HAVE_X86_KERNELS
-    [ISA_AVX2] = {"avx2", linear_rows_avx2, grad_rows_avx2},
-    [ISA_AVX512] = {"avx512", linear_rows_avx512, grad_rows_avx2},
+    [ISA_AVX2] = {"avx2", linear_rows_avx2, tile_avx2, AVX2_MR, AVX2_NR,
+                  pack_transpose_avx2, 8},
+    [ISA_AVX512] = {"avx512", linear_rows_avx512, tile_avx512, AVX512_MR, AVX512_NR,
+                    pack_transpose_avx512, 16},
 #endif
 };
+_Static_assert(MC % GENERIC_MR == 0, "an L2 block holds whole MR panels");
+#ifdef GPTC_HAVE_X86_KERNELS
+_Static_assert(MC % AVX2_MR == 0 && MC % AVX512_MR == 0, "an L2 block holds whole MR panels");
+_Static_assert(AVX512_MR <= MAX_MR && AVX512_NR <= MAX_NR, "the edge buffer fits every tile");
+_Static_assert(AVX2_MR <= 8 && AVX2_NR % 8 == 0 && AVX512_MR <= 16 && AVX512_NR % 16 == 0,
+               "panels are whole transposes wide");
+#endif
 
-/* Pick the kernel: GPTC_ISA if set (and supported), else the widest the
+/* Pick the kernels: GPTC_ISA if set (and supported), else the widest the
  * CPU has. An unknown or unsupported GPTC_ISA falls back to detection, so
  * a typo never selects an instruction set the CPU lacks. */
 static int choose_isa(void)
@@ -436,22 +775,26 @@ const char *gptc_isa_name(void)
     return selected_kernel()->name;
 }
 
-void gptc_linear_forward(float *out, const float *x, const float *weight,
-                         const float *bias, int M, int K, int N)
+/* Below this many rows the forward takes the few-rows path: packing W
+ * would cost about as much as using it (measured with benchmarks/bench.py
+ * --cases 5 on the one-row shapes). */
+#define PACKED_MIN_ROWS 8
+
+/* The few-rows forward, columns split into chunks of W rows handed out
+ * dynamically, so a slower core simply takes fewer chunks. */
+static void linear_rows_parallel(linear_rows_fn fn, float *out, const float *x,
+                                 const float *weight, const float *bias, int M, int K, int N)
 {
-    linear_rows_fn fn = selected_kernel()->fn;
     double work = (double)M * K * N;
     int nthreads = gptc_get_num_threads();
-    if (nthreads <= 1 || work < GPTC_PARALLEL_MIN_WORK || N < 2 * NR) {
+    if (nthreads <= 1 || work < GPTC_PARALLEL_MIN_WORK || N < 2 * DOT_NR) {
         fn(out, x, weight, bias, M, K, N, 0, N);
         return;
     }
-    /* Split the output columns into chunks of W rows handed out
-     * dynamically, so a slower core simply takes fewer chunks. About 8
-     * chunks per thread balance the load without making chunks tiny. */
+    /* About 8 chunks per thread balance the load without making chunks tiny. */
     int chunk = N / (nthreads * 8);
     chunk = chunk < 16 ? 16 : chunk;
-    chunk = (chunk + NR - 1) / NR * NR;
+    chunk = (chunk + DOT_NR - 1) / DOT_NR * DOT_NR;
     int nchunks = (N + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int c = 0; c < nchunks; c++) {
@@ -461,53 +804,67 @@ void gptc_linear_forward(float *out, const float *x, const float *weight,
     }
 }
 
-/* G[R, K] += A . Bm over L (see grad_rows_body), on nthreads threads. Each
- * task owns a block of whole rows of G, or of rows and columns when there
- * are too few rows to go round: no element is ever written by two threads. */
-static void grad_parallel(grad_rows_fn fn, float *g, const float *a, ptrdiff_t ars,
-                          ptrdiff_t als, const float *bm, int R, int K, int L)
+void gptc_linear_forward_fused(float *out, const float *x, const float *weight,
+                               const float *bias, int M, int K, int N, int accumulate,
+                               int gelu)
 {
-    int nthreads = gptc_get_num_threads();
-    double work = (double)R * K * L;
-    if (nthreads <= 1 || work < GPTC_PARALLEL_MIN_WORK) {
-        fn(g, a, ars, als, bm, K, L, 0, R, 0, K);
+    const isa_kernel *kern = selected_kernel();
+    if (M >= PACKED_MIN_ROWS) {
+        matrix_view a = {x, K, 1}, b = {weight, 1, K};
+        epilogue ep = {bias, gelu};
+        if (gemm(M, N, K, a, b, out, N, accumulate, ep, kern) == 0) {
+            return;
+        }
+        /* no memory for the packed panels: the few-rows path needs none */
+    }
+    if (!accumulate) {
+        linear_rows_parallel(kern->rows, out, x, weight, bias, M, K, N);
+    } else {
+        /* out += x . W^T + bias without scratch memory: each row in
+         * pieces of 256 outputs, the piece's W rows treated as a matrix of
+         * their own, computed on the stack and added. */
+        float piece[256];
+        for (int m = 0; m < M; m++) {
+            for (int n0 = 0; n0 < N; n0 += 256) {
+                int len = N - n0 < 256 ? N - n0 : 256;
+                kern->rows(piece, x + (size_t)m * K, weight + (size_t)n0 * K,
+                           bias != NULL ? bias + n0 : NULL, 1, K, len, 0, len);
+                float *o = out + (size_t)m * N + n0;
+                for (int j = 0; j < len; j++) o[j] += piece[j];
+            }
+        }
         return;
     }
-    /* About two tasks per thread: few enough that each task's rows reuse
-     * the cached Bm panel, enough for a busy core to hand work over. */
-    int want = 2 * nthreads;
-    int rc = (R + want - 1) / want;
-    rc = (rc + GR - 1) / GR * GR;
-    int nr = (R + rc - 1) / rc;
-    int kc = K;
-    if (nr < want) {
-        int nk = (want + nr - 1) / nr;
-        kc = (K + nk - 1) / nk;
-        kc = (kc + 15) / 16 * 16;
-        kc = kc < 64 ? 64 : kc;
-    }
-    int nk = K > 0 ? (K + kc - 1) / kc : 1;
-    int ntasks = nr * nk;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
-    for (int t = 0; t < ntasks; t++) {
-        int r0 = (t / nk) * rc, k0 = (t % nk) * kc;
-        int r1 = r0 + rc < R ? r0 + rc : R;
-        int k1 = k0 + kc < K ? k0 + kc : K;
-        fn(g, a, ars, als, bm, K, L, r0, r1, k0, k1);
+    if (gelu) {
+        size_t n = (size_t)M * N;
+        for (size_t i = 0; i < n; i++) out[i] = gptc_gelu_scalar(out[i]);
     }
 }
 
-void gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                          const float *inp, const float *weight, int M, int K, int N)
+void gptc_linear_forward(float *out, const float *x, const float *weight,
+                         const float *bias, int M, int K, int N)
 {
-    grad_rows_fn fn = selected_kernel()->grad;
+    gptc_linear_forward_fused(out, x, weight, bias, M, K, N, 0, 0);
+}
+
+int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                         const float *inp, const float *weight, int M, int K, int N)
+{
+    const isa_kernel *kern = selected_kernel();
+    epilogue none = {NULL, 0};
     if (dinp != NULL) {
-        /* dinp[m, k] += sum_n dout[m, n] W[n, k]: A(m, n) = dout[m * N + n] */
-        grad_parallel(fn, dinp, dout, N, 1, weight, M, K, N);
+        /* dinp[m, k] += sum_n dout[m, n] W[n, k] */
+        matrix_view a = {dout, N, 1}, b = {weight, K, 1};
+        if (gemm(M, K, N, a, b, dinp, K, 1, none, kern) != 0) {
+            return -1;
+        }
     }
     if (dweight != NULL) {
-        /* dweight[n, k] += sum_m dout[m, n] inp[m, k]: A(n, m) = dout[m * N + n] */
-        grad_parallel(fn, dweight, dout, 1, N, inp, N, K, M);
+        /* dweight[n, k] += sum_m dout[m, n] inp[m, k] */
+        matrix_view a = {dout, 1, N}, b = {inp, K, 1};
+        if (gemm(N, K, M, a, b, dweight, K, 1, none, kern) != 0) {
+            return -1;
+        }
     }
     if (dbias != NULL) {
         /* Column sums of dout, 256 columns at a time in double: a bias
@@ -527,4 +884,5 @@ void gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float
             for (int j = 0; j < len; j++) dbias[n0 + j] += (float)acc[j];
         }
     }
+    return 0;
 }

@@ -64,17 +64,27 @@ int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params 
         /* the merged heads go to `normed`, which is free again here */
         gptc_attention_forward(normed, q, k, v, B, T, NH, C / NH, blk->att_dropout, g,
                                scratch, nthreads);
-        gptc_linear_forward(branch, normed, a->w_out, a->b_out, M, C, C);
-        gptc_dropout_forward(branch, branch, act, blk->shortcut_dropout, g);
-        gptc_residual_forward(x, x, branch, act);
+        if (blk->shortcut_dropout == 0.0) {
+            /* inference: out_proj accumulates straight into the residual stream */
+            gptc_linear_forward_fused(x, normed, a->w_out, a->b_out, M, C, C, 1, 0);
+        } else {
+            gptc_linear_forward(branch, normed, a->w_out, a->b_out, M, C, C);
+            gptc_dropout_forward(branch, branch, act, blk->shortcut_dropout, g);
+            gptc_residual_forward(x, x, branch, act);
+        }
 
         /* feed-forward half of the block */
         gptc_layernorm_forward(normed, x, blk->norm2_scale, blk->norm2_shift, M, C,
                                blk->norm2_eps);
-        gptc_feedforward_forward(branch, normed, blk->w_fc, blk->b_fc, blk->w_proj,
-                                 blk->b_proj, M, C, blk->hidden, scratch);
-        gptc_dropout_forward(branch, branch, act, blk->shortcut_dropout, g);
-        gptc_residual_forward(x, x, branch, act);
+        if (blk->shortcut_dropout == 0.0) {
+            gptc_feedforward_forward(x, normed, blk->w_fc, blk->b_fc, blk->w_proj,
+                                     blk->b_proj, M, C, blk->hidden, scratch, 1);
+        } else {
+            gptc_feedforward_forward(branch, normed, blk->w_fc, blk->b_fc, blk->w_proj,
+                                     blk->b_proj, M, C, blk->hidden, scratch, 0);
+            gptc_dropout_forward(branch, branch, act, blk->shortcut_dropout, g);
+            gptc_residual_forward(x, x, branch, act);
+        }
     }
 
     gptc_layernorm_forward(normed, x, m->final_scale, m->final_shift, M, C, m->final_eps);

@@ -441,10 +441,25 @@ static int check_last_dim(PyArrayObject *x, const char *name, npy_intp want)
     return -1;
 }
 
-static PyObject *py_linear(PyObject *self, PyObject *args)
+static int grad_out(PyObject *obj, const char *name, int ndim, const npy_intp *shape,
+                    PyArrayObject **out);
+static int check_disjoint(PyArrayObject *const *outs, const char *const *out_names, int n_out,
+                          PyArrayObject *const *ins, const char *const *in_names, int n_in,
+                          int allow_same);
+
+static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    PyObject *x_obj, *w_obj, *b_obj;
-    if (!PyArg_ParseTuple(args, "OOO:linear", &x_obj, &w_obj, &b_obj)) return NULL;
+    static char *kwlist[] = {"input", "weight", "bias", "gelu", "out", NULL};
+    PyObject *x_obj, *w_obj, *b_obj, *gelu_obj = Py_False, *out_obj = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OO:linear", kwlist, &x_obj, &w_obj,
+                                     &b_obj, &gelu_obj, &out_obj))
+        return NULL;
+    if (!PyBool_Check(gelu_obj)) {
+        PyErr_Format(PyExc_TypeError, "gelu must be True or False, got %s",
+                     Py_TYPE(gelu_obj)->tp_name);
+        return NULL;
+    }
+    int gelu = gelu_obj == Py_True;
     PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
     PyArrayObject *w = check_array(w_obj, "weight", NPY_FLOAT32, 2);
     if (x == NULL || w == NULL) return NULL;
@@ -460,11 +475,29 @@ static PyObject *py_linear(PyObject *self, PyObject *args)
     int nd = PyArray_NDIM(x);
     memcpy(dims, PyArray_DIMS(x), nd * sizeof(npy_intp));
     dims[nd - 1] = N;
-    PyArrayObject *out = new_f32(nd, dims);
-    if (out == NULL) return NULL;
+    PyArrayObject *out;
+    int accumulate = out_obj != Py_None;
+    if (accumulate) {
+        /* out += input . weight^T + bias: a shortcut connection fused into the product */
+        if (gelu) {
+            PyErr_SetString(PyExc_ValueError,
+                            "linear: gelu=True computes a new activation and cannot be "
+                            "combined with out= (which accumulates)");
+            return NULL;
+        }
+        if (grad_out(out_obj, "out", nd, dims, &out) < 0) return NULL;
+        PyArrayObject *outs[] = {out}, *ins[] = {x, w};
+        const char *out_names[] = {"out"}, *in_names[] = {"input", "weight"};
+        if (check_disjoint(outs, out_names, 1, ins, in_names, 2, 0) < 0) return NULL;
+        Py_INCREF(out);
+    } else {
+        out = new_f32(nd, dims);
+        if (out == NULL) return NULL;
+    }
     Py_BEGIN_ALLOW_THREADS
-    gptc_linear_forward((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
-                        (const float *)PyArray_DATA(w), bias, (int)rows, (int)K, (int)N);
+    gptc_linear_forward_fused((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
+                              (const float *)PyArray_DATA(w), bias, (int)rows, (int)K, (int)N,
+                              accumulate, gelu);
     Py_END_ALLOW_THREADS
     return (PyObject *)out;
 }
@@ -921,11 +954,13 @@ static PyObject *py_linear_backward(PyObject *self, PyObject *args)
     PyArrayObject *outs[] = {dx, dw, db}, *ins[] = {dout, x, w};
     const char *out_names[] = {"dinp", "dweight", "dbias"}, *in_names[] = {"dout", "inp", "weight"};
     if (check_disjoint(outs, out_names, 3, ins, in_names, 3, 0) < 0) return NULL;
+    int rc;
     Py_BEGIN_ALLOW_THREADS
-    gptc_linear_backward(data_or_null(dx), data_or_null(dw), data_or_null(db),
-                         (const float *)PyArray_DATA(dout), (const float *)PyArray_DATA(x),
-                         (const float *)PyArray_DATA(w), (int)M, (int)K, (int)N);
+    rc = gptc_linear_backward(data_or_null(dx), data_or_null(dw), data_or_null(db),
+                              (const float *)PyArray_DATA(dout), (const float *)PyArray_DATA(x),
+                              (const float *)PyArray_DATA(w), (int)M, (int)K, (int)N);
     Py_END_ALLOW_THREADS
+    if (rc != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 
@@ -1358,7 +1393,9 @@ static PyMethodDef module_methods[] = {
     {"uniform_", py_uniform_, METH_VARARGS, "uniform_(tensor, from, to, generator)"},
     {"normal_", py_normal_, METH_VARARGS, "normal_(tensor, mean, std, generator)"},
     {"bernoulli_", py_bernoulli_, METH_VARARGS, "bernoulli_(tensor, p, generator)"},
-    {"linear", py_linear, METH_VARARGS, "linear(input, weight, bias_or_None)"},
+    {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS,
+     "linear(input, weight, bias_or_None, *, gelu=False, out=None): input . weight^T + bias, "
+     "then GELU if gelu; with out, out += input . weight^T + bias and out is returned"},
     {"layer_norm", py_layer_norm, METH_VARARGS, "layer_norm(input, scale, shift, eps)"},
     {"gelu", py_gelu, METH_O, "gelu(input)"},
     {"relu", py_relu, METH_O, "relu(input)"},

@@ -446,7 +446,7 @@ B = np.zeros(5, np.float32)
     ((X, W, np.zeros((5, 1), np.float32)), ValueError, r"bias must have 1 dimension"),
     ((X, W, B.astype(np.float64)), TypeError, r"bias must have dtype float32, got float64"),
     ((X, W, [0.0] * 5), TypeError, r"bias must be a float32 NumPy array, got list"),
-    ((X, W), TypeError, r"linear\(\) takes exactly 3 arguments \(2 given\)"),
+    ((X, W), TypeError, r"linear\(\) missing required argument 'bias' \(pos 3\)"),
 ], ids=["input-f64", "weight-f64", "weight-int", "weight-list", "weight-3d", "weight-1d",
         "weight-fortran", "weight-transposed", "input-strided", "weight-shape", "bias-shape",
         "bias-2d", "bias-f64", "bias-list", "too-few-args"])
@@ -454,6 +454,39 @@ def test_C_linear_rejects_bad_arrays(args, exc, expect):
     """gptc._C.linear names the argument and the problem for wrong dtype/ndim/shape/layout."""
     with pytest.raises(exc, match=expect):
         _C.linear(*args)
+
+
+def _linear_out_cases():
+    x = np.ones((2, 3, 8), np.float32)
+    w = np.ones((5, 8), np.float32)
+    read_only = np.zeros((2, 3, 5), np.float32)
+    read_only.flags.writeable = False
+    shared = np.zeros(2 * 3 * 8 + 5 * 8, np.float32)
+    return [
+        ((x, w, None), {"out": np.zeros((2, 3, 4), np.float32)}, ValueError,
+         r"out has shape \(2, 3, 4\), expected \(2, 3, 5\)"),
+        ((x, w, None), {"out": np.zeros((2, 3, 5), np.float64)}, TypeError, r"out must have dtype float32"),
+        ((x, w, None), {"out": read_only}, ValueError, r"out .*writ"),
+        ((x, w, None), {"out": [0.0]}, TypeError, r"out must be a float32 NumPy array"),
+        ((x, w, None), {"out": np.zeros((2, 3, 5), np.float32), "gelu": True}, ValueError,
+         r"gelu=True .* cannot be combined with out="),
+        ((shared[:48].reshape(2, 3, 8), w, None), {"out": shared[8:38].reshape(2, 3, 5)},
+         ValueError, r"out must not share memory with input"),
+        ((x, w, None), {"gelu": "yes"}, TypeError, r"gelu must be True or False, got str"),
+        ((x, w, None, True), {}, TypeError, r"at most 3 positional"),
+    ]
+
+
+@pytest.mark.parametrize("args, kwargs, exc, expect", _linear_out_cases(),
+                         ids=["out-shape", "out-f64", "out-read-only", "out-list", "gelu-with-out",
+                              "out-aliases-input", "gelu-not-bool", "gelu-positional"])
+def test_C_linear_rejects_bad_fused_arguments(args, kwargs, exc, expect):
+    """The fused forms of gptc._C.linear (gelu=, out=) check what they write into."""
+    before = None if "out" not in kwargs or isinstance(kwargs["out"], list) else kwargs["out"].copy()
+    with pytest.raises(exc, match=expect):
+        _C.linear(*args, **kwargs)
+    if before is not None:
+        np.testing.assert_array_equal(kwargs["out"], before)
 
 
 SC, SH = np.ones(8, np.float32), np.zeros(8, np.float32)

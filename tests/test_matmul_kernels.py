@@ -18,15 +18,29 @@ SCRIPT = textwrap.dedent("""
     print(gptc._C.isa())
     rng = np.random.default_rng(0)
     worst = 0.0
+    # Few rows (the dot-product path) and many rows (the packed path), with
+    # every ragged edge: rows not a multiple of the tile, columns not a
+    # multiple of the panel, reductions longer than one packed block.
     for m, k, n in [(1, 1, 1), (4, 8, 4), (5, 17, 3), (4, 3072, 768), (8, 768, 768),
-                    (3, 15, 2), (7, 33, 5), (13, 77, 31), (1, 768, 50), (16, 16, 16)]:
+                    (3, 15, 2), (7, 33, 5), (13, 77, 31), (1, 768, 50), (16, 16, 16),
+                    (37, 100, 45), (12, 256, 32), (25, 600, 97), (64, 768, 129),
+                    (200, 1, 3), (50, 513, 1)]:
         x, w = guarded((m, k)), guarded((n, k))
         x[...] = rng.normal(size=(m, k))
         w[...] = rng.normal(size=(n, k))
         b = rng.normal(size=n).astype(np.float32)
-        got = gptc._C.linear(x, w, b)
         ref = x.astype(np.float64) @ w.astype(np.float64).T + b
-        worst = max(worst, float(np.abs(got - ref).max() / (np.abs(ref).max() + 1e-30)))
+        scale = np.abs(ref).max() + 1e-30
+        got = gptc._C.linear(x, w, b)
+        worst = max(worst, float(np.abs(got - ref).max() / scale))
+        # fused epilogues: GELU, and the accumulation of a shortcut connection
+        gelu = gptc._C.linear(x, w, b, gelu=True)
+        worst = max(worst, float(np.abs(gelu - gptc._C.gelu(got)).max() / scale))
+        acc = guarded((m, n))
+        acc[...] = rng.normal(size=(m, n))
+        before = acc.astype(np.float64)
+        assert gptc._C.linear(x, w, b, out=acc) is acc
+        worst = max(worst, float(np.abs(acc - (before + ref)).max() / scale))
     print(worst)
 """)
 
