@@ -21,6 +21,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+
 size_t gptc_attention_scratch_floats(int B, int T, int NH, double dropout_p,
                                      int nthreads)
 {
@@ -121,20 +122,79 @@ void gptc_attention_forward(float *out, const float *q, const float *k, const fl
 }
 
 /*
- * Training forward: gptc_attention_forward, keeping what the backward needs.
- * att (B, NH, T, T) receives the softmax weights before dropout, zeros above
- * the diagonal, and noise (B, NH, T, T) the dropout noise: 0 or 1 / (1 - p),
- * drawn up front over the whole tensor exactly as gptc_attention_forward
- * draws its mask. Each query row's scores are computed in its own row of
- * att, so no other scratch is needed.
+ * Training: forward and backward as matrix products, one head per task.
+ *
+ * For one head, with Q, K, V its (T, HS) slices (row stride C):
+ *   forward    S = Q K^T / sqrt(HS),  A = causal softmax of S (rows),
+ *              W = A * noise,         O = W V
+ *   backward   dW = dO V^T,  dA = dW * noise,  dV += W^T dO,
+ *              dS = A * (dA - rowsum(A * dA)) / sqrt(HS)   (softmax Jacobian),
+ *              dQ += dS K,   dK += dS^T Q
+ * Every product is gptc_gemm_serial with strides choosing the transposes.
+ * The products run over the full T x T square: the entries above the
+ * diagonal are computed and then replaced by zeros (A and dS are zero
+ * there), which costs less than splitting the products into triangles.
+ *
+ * A thread owns a whole (b, h): the slices of out, dq, dk, dv it writes
+ * belong to no other head, so there are no races, and every sum runs in
+ * the same order for any thread count.
  */
-void gptc_attention_forward_train(float *out, float *att, float *noise, const float *q,
-                                  const float *k, const float *v, int B, int T, int NH,
-                                  int HS, double dropout_p, gptc_generator *g, int nthreads)
+
+/* Per-thread scratch of the training functions: two T x T squares and the
+ * packing buffer of the largest product. */
+static size_t train_scratch_floats(int T, int HS)
+{
+    size_t square = ((size_t)T * T + 15) / 16 * 16;
+    size_t w1 = gptc_gemm_serial_floats(T, T, HS), w2 = gptc_gemm_serial_floats(T, HS, T);
+    return 2 * square + (w1 > w2 ? w1 : w2);
+}
+
+/* A (T x T, row stride T) = the causal softmax weights of one head:
+ * S = Q K^T, then each row i divided by sqrt(HS), softmaxed over j <= i,
+ * and zeroed for j > i. */
+static void head_weights(float *a, const float *qh, const float *kh, int T, int C, int HS,
+                         float divisor, float *work)
+{
+    gptc_gemm_serial(T, T, HS, qh, C, 1, kh, 1, C, a, T, 0, work);
+    for (int i = 0; i < T; i++) {
+        float *row = a + (size_t)i * T;
+        float maxval = -INFINITY;
+        for (int j = 0; j <= i; j++) {
+            /* divided, not multiplied by a reciprocal, as the book writes it */
+            row[j] = row[j] / divisor;
+            maxval = row[j] > maxval ? row[j] : maxval;
+        }
+        float sum = 0.0f;
+        for (int j = 0; j <= i; j++) {
+            row[j] = expf(row[j] - maxval);
+            sum += row[j];
+        }
+        float inv_sum = 1.0f / sum;
+        for (int j = 0; j <= i; j++) row[j] *= inv_sum;
+        for (int j = i + 1; j < T; j++) row[j] = 0.0f;   /* the causal mask: exp(-inf) = 0 */
+    }
+}
+
+/* The weights the forward multiplied V by: A itself, or A * noise in buf. */
+static const float *dropped_weights(const float *a, const float *nz, size_t n, float *buf)
+{
+    if (nz == NULL) return a;
+    for (size_t i = 0; i < n; i++) buf[i] = a[i] * nz[i];
+    return buf;
+}
+
+int gptc_attention_forward_train(float *out, float *att, float *noise, const float *q,
+                                 const float *k, const float *v, int B, int T, int NH, int HS,
+                                 double dropout_p, gptc_generator *g, int nthreads)
 {
     const int C = NH * HS;
     const float divisor = sqrtf((float)HS);
-    const size_t n = (size_t)B * NH * T * T;
+    const size_t n = (size_t)B * NH * T * T, square = (size_t)T * T;
+    const size_t per_thread = train_scratch_floats(T, HS);
+    float *scratch = malloc((size_t)nthreads * per_thread * sizeof(float));
+    if (scratch == NULL) return -1;
+    /* The dropout noise is drawn up front over the whole (B, NH, T, T)
+     * tensor, masked positions included, in PyTorch's order. */
     const float *drop = NULL;
     if (dropout_p > 0.0) {
         if (dropout_p >= 1.0) {
@@ -150,115 +210,85 @@ void gptc_attention_forward_train(float *out, float *att, float *noise, const fl
     } else if (noise != NULL) {
         for (size_t i = 0; i < n; i++) noise[i] = 1.0f;
     }
-    long long rows = (long long)B * NH * T;
-    double work = (double)B * NH * T * T * HS;
-#pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) \
-    if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1)
-    for (long long r = 0; r < rows; r++) {
-        int i = (int)(r % T);
-        int h = (int)((r / T) % NH);
-        int b = (int)(r / ((long long)T * NH));
+    const int heads = B * NH;
+    double work = (double)heads * T * T * HS;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
+    if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
+    for (int bh = 0; bh < heads; bh++) {
+        float *mine = scratch + (size_t)THREAD_INDEX() * per_thread;
+        float *wbuf = mine, *gemm_work = mine + 2 * ((square + 15) / 16 * 16);
+        int b = bh / NH, h = bh % NH;
         size_t base = (size_t)b * T * C + (size_t)h * HS;
-        float *att_row = att + (size_t)r * T;   /* rows of att are (b, h, i) in order */
-        const float *drop_row = drop == NULL ? NULL : drop + (size_t)r * T;
-        /* drop_scale 1: the noise already holds mask * scale */
-        attend_row(out + base + (size_t)i * C, q + base + (size_t)i * C, k + base,
-                   v + base, i, C, HS, divisor, drop_row, 1.0f, att_row);
-        for (int j = i + 1; j < T; j++) {
-            att_row[j] = 0.0f;   /* the causal mask: exp(-inf) = 0 */
-        }
+        float *a = att + (size_t)bh * square;
+        head_weights(a, q + base, k + base, T, C, HS, divisor, gemm_work);
+        const float *w = dropped_weights(a, drop == NULL ? NULL : drop + (size_t)bh * square,
+                                         square, wbuf);
+        gptc_gemm_serial(T, HS, T, w, T, 1, v + base, C, 1, out + base, C, 0, gemm_work);
     }
+    free(scratch);
+    return 0;
 }
 
-/*
- * Backward, for one head at a time. With s_ij = q_i . k_j / sqrt(HS) for
- * j <= i, a = softmax_j(s), w = a * noise and out_i = sum_j w_ij v_j:
- *   dw_ij = dout_i . v_j                 dv_j += sum_i w_ij dout_i
- *   da_ij = dw_ij * noise_ij             (dropout passes only what it kept)
- *   ds_ij = a_ij (da_ij - sum_k a_ik da_ik)    (the softmax Jacobian)
- *   dq_i += sum_j ds_ij k_j / sqrt(HS)   dk_j += sum_i ds_ij q_i / sqrt(HS)
- * The masked positions j > i have a = 0 and take no part, as in the
- * forward. One thread handles a whole (b, h): every query row of a head
- * adds into the same dk_j and dv_j, and no other head touches that slice of
- * dq, dk, dv, so there are no races and the sums run in a fixed order.
- */
-size_t gptc_attention_backward_scratch_floats(int B, int T, int NH, int nthreads)
-{
-    return (size_t)nthreads * T;   /* one row of da per thread */
-}
-
-void gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                             const float *q, const float *k, const float *v, const float *att,
-                             const float *noise, int B, int T, int NH, int HS, float *scratch,
-                             int nthreads)
+int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                            const float *q, const float *k, const float *v, const float *att,
+                            const float *noise, int B, int T, int NH, int HS, int nthreads)
 {
     const int C = NH * HS;
     const float divisor = sqrtf((float)HS);
     const int need_ds = dq != NULL || dk != NULL;
     if (!need_ds && dv == NULL) {
-        return;
+        return 0;
     }
-    int heads = B * NH;
-    double work = (double)B * NH * T * T * HS;
+    const size_t square = (size_t)T * T;
+    const size_t per_thread = train_scratch_floats(T, HS);
+    float *scratch = malloc((size_t)nthreads * per_thread * sizeof(float));
+    if (scratch == NULL) return -1;
+    const int heads = B * NH;
+    double work = (double)heads * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
     for (int bh = 0; bh < heads; bh++) {
-        int thread = 0;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-#endif
-        float *da = scratch + (size_t)thread * T;
+        float *mine = scratch + (size_t)THREAD_INDEX() * per_thread;
+        float *wbuf = mine, *ds = mine + (square + 15) / 16 * 16;
+        float *gemm_work = ds + (square + 15) / 16 * 16;
         int b = bh / NH, h = bh % NH;
         size_t base = (size_t)b * T * C + (size_t)h * HS;
+        const float *a = att + (size_t)bh * square;
+        const float *nz = noise == NULL ? NULL : noise + (size_t)bh * square;
+        const float *dout_h = dout + base;
+        if (dv != NULL) {
+            /* dV += W^T dO: element (j, i) of W^T is w[i * T + j] */
+            const float *w = dropped_weights(a, nz, square, wbuf);
+            gptc_gemm_serial(T, HS, T, w, 1, T, dout_h, C, 1, dv + base, C, 1, gemm_work);
+        }
+        if (!need_ds) {
+            continue;
+        }
+        /* dW = dO V^T, into ds, which then becomes dS row by row */
+        gptc_gemm_serial(T, T, HS, dout_h, C, 1, v + base, 1, C, ds, T, 0, gemm_work);
         for (int i = 0; i < T; i++) {
-            const float *a = att + ((size_t)bh * T + i) * T;
-            const float *nz = noise == NULL ? NULL : noise + ((size_t)bh * T + i) * T;
-            const float *dout_i = dout + base + (size_t)i * C;
-            for (int j = 0; j <= i; j++) {
-                const float *vj = v + base + (size_t)j * C;
-                if (dv != NULL) {
-                    /* the weight the forward used: a * (mask * scale) */
-                    float w = nz == NULL ? a[j] : a[j] * nz[j];
-                    float *dvj = dv + base + (size_t)j * C;
-                    for (int d = 0; d < HS; d++) {
-                        dvj[d] += w * dout_i[d];
-                    }
-                }
-                if (need_ds) {
-                    float dw = 0.0f;
-                    for (int d = 0; d < HS; d++) {
-                        dw += dout_i[d] * vj[d];
-                    }
-                    da[j] = nz == NULL ? dw : dw * nz[j];
-                }
-            }
-            if (!need_ds) {
-                continue;
+            const float *ai = a + (size_t)i * T;
+            float *row = ds + (size_t)i * T;
+            if (nz != NULL) {
+                const float *nzi = nz + (size_t)i * T;
+                for (int j = 0; j <= i; j++) row[j] *= nzi[j];   /* dA: dropout passes what it kept */
             }
             float dot = 0.0f;
-            for (int j = 0; j <= i; j++) {
-                dot += a[j] * da[j];
-            }
-            const float *qi = q + base + (size_t)i * C;
-            float *dqi = dq == NULL ? NULL : dq + base + (size_t)i * C;
-            for (int j = 0; j <= i; j++) {
-                /* the forward divided the dot product by sqrt(HS) */
-                float ds = a[j] * (da[j] - dot) / divisor;
-                if (dqi != NULL) {
-                    const float *kj = k + base + (size_t)j * C;
-                    for (int d = 0; d < HS; d++) {
-                        dqi[d] += ds * kj[d];
-                    }
-                }
-                if (dk != NULL) {
-                    float *dkj = dk + base + (size_t)j * C;
-                    for (int d = 0; d < HS; d++) {
-                        dkj[d] += ds * qi[d];
-                    }
-                }
-            }
+            for (int j = 0; j <= i; j++) dot += ai[j] * row[j];
+            /* the forward divided the dot product by sqrt(HS) */
+            for (int j = 0; j <= i; j++) row[j] = ai[j] * (row[j] - dot) / divisor;
+            for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+        }
+        if (dq != NULL) {
+            gptc_gemm_serial(T, HS, T, ds, T, 1, k + base, C, 1, dq + base, C, 1, gemm_work);
+        }
+        if (dk != NULL) {
+            /* dK += dS^T Q: element (j, i) of dS^T is ds[i * T + j] */
+            gptc_gemm_serial(T, HS, T, ds, 1, T, q + base, C, 1, dk + base, C, 1, gemm_work);
         }
     }
+    free(scratch);
+    return 0;
 }
 
 int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p,

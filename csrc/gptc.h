@@ -176,22 +176,23 @@ size_t gptc_attention_scratch_floats(int B, int T, int NH, double dropout_p,
 void gptc_attention_forward(float *out, const float *q, const float *k, const float *v,
                             int B, int T, int NH, int HS, double dropout_p,
                             gptc_generator *g, float *scratch, int nthreads);
-/* attention.c: gptc_attention_forward for training: same draws, same out,
- * and it keeps att (B, NH, T, T), the softmax weights before dropout
- * (zeros above the diagonal), and noise (B, NH, T, T), the dropout noise
- * (0 or 1 / (1 - p); may be NULL when dropout_p == 0, else all ones). */
-void gptc_attention_forward_train(float *out, float *att, float *noise, const float *q,
-                                  const float *k, const float *v, int B, int T, int NH,
-                                  int HS, double dropout_p, gptc_generator *g, int nthreads);
+/* attention.c: gptc_attention_forward for training: the same draws and
+ * the same out (to rounding: it is computed as matrix products), and it
+ * keeps att (B, NH, T, T), the softmax weights before dropout (zeros above
+ * the diagonal), and noise (B, NH, T, T), the dropout noise (0 or
+ * 1 / (1 - p); may be NULL when dropout_p == 0, else all ones). Threaded
+ * over (b, h) on nthreads threads. Returns 0, or -1 if its scratch could
+ * not be allocated. */
+int gptc_attention_forward_train(float *out, float *att, float *noise, const float *q,
+                                 const float *k, const float *v, int B, int T, int NH,
+                                 int HS, double dropout_p, gptc_generator *g, int nthreads);
 /* attention.c: the gradients of the training forward with respect to q, k
  * and v, all (B, T, NH * HS) like dout; noise NULL means no dropout.
- * Threaded over (b, h) on nthreads threads; scratch must hold
- * gptc_attention_backward_scratch_floats(B, T, NH, nthreads) floats. */
-size_t gptc_attention_backward_scratch_floats(int B, int T, int NH, int nthreads);
-void gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                             const float *q, const float *k, const float *v, const float *att,
-                             const float *noise, int B, int T, int NH, int HS, float *scratch,
-                             int nthreads);
+ * Threaded over (b, h) on nthreads threads; deterministic for any thread
+ * count. Returns 0, or -1 if its scratch could not be allocated. */
+int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                            const float *q, const float *k, const float *v, const float *att,
+                            const float *noise, int B, int T, int NH, int HS, int nthreads);
 
 /* The weights of MultiHeadAttention, by the book's attribute names.
  * The q/k/v biases are NULL when qkv_bias=False. */

