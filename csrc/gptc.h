@@ -140,6 +140,13 @@ void gptc_linear_forward_fused(float *out, const float *x, const float *weight,
  * gradients are then incomplete). */
 int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                          const float *inp, const float *weight, int M, int K, int N);
+/* matmul.c: a weight kept in bfloat16 (the top 16 bits of each float32,
+ * as uint16_t), for inference: gptc_linear_forward_fused with W widened to
+ * float32 as it is read; products and sums stay float32. */
+void gptc_linear_forward_bf16(float *out, const float *x, const uint16_t *weight,
+                              const float *bias, int M, int K, int N, int accumulate, int gelu);
+/* matmul.c: float32 to bfloat16, rounding to nearest even (NaN stays NaN). */
+void gptc_f32_to_bf16(uint16_t *out, const float *in, size_t n);
 /* Which kernel gptc_linear_forward runs: "avx512", "avx2" or "generic". */
 const char *gptc_isa_name(void);
 

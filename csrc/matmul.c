@@ -44,6 +44,15 @@
 #endif
 
 
+/* bfloat16 is the top half of a float32: widening is exact, a shift. */
+static inline float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
 /* ========================================================================
  * Part 1: the few-rows path (dot products of contiguous rows).
  * ===================================================================== */
@@ -293,6 +302,69 @@ static void linear_rows_avx512(float *out, const float *x, const float *weight,
 }
 #endif
 
+/* The few-rows path of a weight kept in bfloat16: dot products of an x row
+ * (float32) with a W row widened from bfloat16 as it is loaded. Reading
+ * half the bytes is the point: one-row products are bound by memory
+ * bandwidth, not arithmetic. Accumulation stays in float32. */
+typedef float (*bf16_dot_fn)(const float *x, const uint16_t *w, int K);
+
+static float dot_bf16_generic(const float *x, const uint16_t *w, int K)
+{
+    float acc[LANES] = {0};
+    int k = 0;
+    for (; k + LANES <= K; k += LANES) {
+        for (int u = 0; u < LANES; u++) acc[u] += x[k + u] * bf16_to_f32(w[k + u]);
+    }
+    float s = sum_lanes(acc);
+    for (; k < K; k++) s += x[k] * bf16_to_f32(w[k]);
+    return s;
+}
+
+#ifdef GPTC_HAVE_X86_KERNELS
+__attribute__((target("avx2,fma")))
+static float dot_bf16_avx2(const float *x, const uint16_t *w, int K)
+{
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        __m256i h = _mm256_loadu_si256((const __m256i *)(w + k));
+        __m256 w0 = _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16));
+        __m256 w1 = _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16));
+        acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), w0, acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), w1, acc1);
+    }
+    float s = hsum_avx2(_mm256_add_ps(acc0, acc1));
+    for (; k < K; k++) s += x[k] * bf16_to_f32(w[k]);
+    return s;
+}
+
+__attribute__((target("avx512f")))
+static float dot_bf16_avx512(const float *x, const uint16_t *w, int K)
+{
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m512i h = _mm512_loadu_si512((const void *)(w + k));
+        __m512 w0 = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
+        __m512 w1 = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), w0, acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16), w1, acc1);
+    }
+    for (; k + 16 <= K; k += 16) {
+        __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + k))), 16));
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), w0, acc0);
+    }
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    for (; k < K; k++) s += x[k] * bf16_to_f32(w[k]);
+    return s;
+}
+#endif
+
 /* ========================================================================
  * Part 2: the blocked, packed matrix multiply.
  *
@@ -324,11 +396,14 @@ static void linear_rows_avx512(float *out, const float *x, const float *weight,
 #define MAX_NR 32
 #define PACK_ALIGN 64   /* packed panels start on a cache line */
 
-/* Element (r, c) of a strided matrix view is p[r * rs + c * cs]. */
+/* Element (r, c) of a strided matrix view is p[r * rs + c * cs]. A weight
+ * kept in bfloat16 (B of the forward only) is p16 instead, p being NULL. */
 typedef struct {
     const float *p;
     ptrdiff_t rs, cs;
+    const uint16_t *p16;
 } matrix_view;
+
 
 /* What happens to C after the product: nothing, or + bias[j] and then
  * optionally GELU, applied to each finished block while it is in cache. */
@@ -449,9 +524,78 @@ static void pack_transpose_generic(float *dst, ptrdiff_t ld, const float *src,
     }
 }
 
+/* The same transposes from bfloat16 rows (a weight kept in bfloat16),
+ * widened to float32 on the way into the panel. */
+typedef void (*pack_transpose_bf16_fn)(float *dst, ptrdiff_t ld, const uint16_t *src,
+                                       ptrdiff_t stride, int rows, int width, int len);
+
+static void pack_transpose_bf16_generic(float *dst, ptrdiff_t ld, const uint16_t *src,
+                                        ptrdiff_t stride, int rows, int width, int len)
+{
+    for (int r = 0; r < rows; r++) {
+        const uint16_t *s = src + r * stride;
+        for (int p = 0; p < len; p++) dst[p * ld + r] = bf16_to_f32(s[p]);
+    }
+    for (int r = rows; r < width; r++) {
+        for (int p = 0; p < len; p++) dst[p * ld + r] = 0.0f;
+    }
+}
+
 #ifdef GPTC_HAVE_X86_KERNELS
+/* n (<= 8) bfloat16 values widened to float32, zeros after them. */
+__attribute__((target("avx2,fma")))
+static inline __m256 load_bf16x8(const uint16_t *src, int n)
+{
+    __m128i h;
+    if (n == 8) {
+        h = _mm_loadu_si128((const __m128i *)src);
+    } else {
+        uint16_t tmp[8] = {0};
+        memcpy(tmp, src, (size_t)n * sizeof(uint16_t));
+        h = _mm_loadu_si128((const __m128i *)tmp);
+    }
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+/* n (<= 16) bfloat16 values widened to float32, zeros after them. */
+__attribute__((target("avx512f")))
+static inline __m512 load_bf16x16(const uint16_t *src, int n)
+{
+    __m256i h;
+    if (n == 16) {
+        h = _mm256_loadu_si256((const __m256i *)src);
+    } else {
+        uint16_t tmp[16] = {0};
+        memcpy(tmp, src, (size_t)n * sizeof(uint16_t));
+        h = _mm256_loadu_si256((const __m256i *)tmp);
+    }
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
 /* 8 x 8 blocks (rows, width <= 8). Masked loads and stores never touch
  * memory outside the mask, so ragged edges need no scalar loop. */
+__attribute__((target("avx2,fma")))
+static inline void transpose8_store_avx2(__m256 r[8], float *dst, ptrdiff_t ld, int n,
+                                         __m256i store_mask)
+{
+    __m256 t[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        t[k] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x20);
+        t[k + 4] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x31);
+    }
+    for (int k = 0; k < n; k++) _mm256_maskstore_ps(dst + k * ld, store_mask, t[k]);
+}
+
 __attribute__((target("avx2,fma")))
 static void pack_transpose_avx2(float *dst, ptrdiff_t ld, const float *src,
                                 ptrdiff_t stride, int rows, int width, int len)
@@ -461,30 +605,63 @@ static void pack_transpose_avx2(float *dst, ptrdiff_t ld, const float *src,
     for (int p = 0; p < len; p += 8) {
         int n = len - p < 8 ? len - p : 8;
         __m256i load_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane);
-        __m256 r[8], t[8];
+        __m256 r[8];
         for (int i = 0; i < 8; i++) {
             r[i] = i < rows ? _mm256_maskload_ps(src + i * stride + p, load_mask)
                             : _mm256_setzero_ps();
         }
-        for (int i = 0; i < 8; i += 2) {
-            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        transpose8_store_avx2(r, dst + p * ld, ld, n, store_mask);
+    }
+}
+
+__attribute__((target("avx2,fma")))
+static void pack_transpose_bf16_avx2(float *dst, ptrdiff_t ld, const uint16_t *src,
+                                     ptrdiff_t stride, int rows, int width, int len)
+{
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i store_mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(width), lane);
+    for (int p = 0; p < len; p += 8) {
+        int n = len - p < 8 ? len - p : 8;
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) {
+            r[i] = i < rows ? load_bf16x8(src + i * stride + p, n) : _mm256_setzero_ps();
         }
-        for (int i = 0; i < 8; i += 4) {
-            r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-            r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-            r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-            r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-        }
-        for (int k = 0; k < 4; k++) {
-            t[k] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x20);
-            t[k + 4] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x31);
-        }
-        for (int k = 0; k < n; k++) _mm256_maskstore_ps(dst + (p + k) * ld, store_mask, t[k]);
+        transpose8_store_avx2(r, dst + p * ld, ld, n, store_mask);
     }
 }
 
 /* 16 x 16 blocks (rows, width <= 16). */
+__attribute__((target("avx512f")))
+static inline void transpose16_store_avx512(__m512 r[16], float *dst, ptrdiff_t ld, int n,
+                                            __mmask16 store_mask)
+{
+    __m512 t[16];
+    /* within each 128-bit lane: pairs of rows, then quads of rows */
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    /* r[4q + k], lane L, now holds rows 4q..4q+3 of column 4L + k;
+     * gather the four quads of each column across lanes */
+    for (int k = 0; k < 4; k++) {
+        __m512 lo01 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
+        __m512 hi01 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+        __m512 lo23 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
+        __m512 hi23 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+        t[k] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
+        t[8 + k] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
+        t[4 + k] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
+        t[12 + k] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
+    }
+    for (int k = 0; k < n; k++) _mm512_mask_storeu_ps(dst + k * ld, store_mask, t[k]);
+}
+
 __attribute__((target("avx512f")))
 static void pack_transpose_avx512(float *dst, ptrdiff_t ld, const float *src,
                                   ptrdiff_t stride, int rows, int width, int len)
@@ -493,35 +670,27 @@ static void pack_transpose_avx512(float *dst, ptrdiff_t ld, const float *src,
     for (int p = 0; p < len; p += 16) {
         int n = len - p < 16 ? len - p : 16;
         __mmask16 load_mask = (__mmask16)((1u << n) - 1u);
-        __m512 r[16], t[16];
+        __m512 r[16];
         for (int i = 0; i < 16; i++) {
             r[i] = i < rows ? _mm512_maskz_loadu_ps(load_mask, src + i * stride + p)
                             : _mm512_setzero_ps();
         }
-        /* within each 128-bit lane: pairs of rows, then quads of rows */
-        for (int i = 0; i < 16; i += 2) {
-            t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-            t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+        transpose16_store_avx512(r, dst + p * ld, ld, n, store_mask);
+    }
+}
+
+__attribute__((target("avx512f")))
+static void pack_transpose_bf16_avx512(float *dst, ptrdiff_t ld, const uint16_t *src,
+                                       ptrdiff_t stride, int rows, int width, int len)
+{
+    const __mmask16 store_mask = (__mmask16)((1u << width) - 1u);
+    for (int p = 0; p < len; p += 16) {
+        int n = len - p < 16 ? len - p : 16;
+        __m512 r[16];
+        for (int i = 0; i < 16; i++) {
+            r[i] = i < rows ? load_bf16x16(src + i * stride + p, n) : _mm512_setzero_ps();
         }
-        for (int i = 0; i < 16; i += 4) {
-            r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
-            r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
-            r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-            r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-        }
-        /* r[4q + k], lane L, now holds rows 4q..4q+3 of column 4L + k;
-         * gather the four quads of each column across lanes */
-        for (int k = 0; k < 4; k++) {
-            __m512 lo01 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88);
-            __m512 hi01 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
-            __m512 lo23 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88);
-            __m512 hi23 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
-            t[k] = _mm512_shuffle_f32x4(lo01, lo23, 0x88);
-            t[8 + k] = _mm512_shuffle_f32x4(lo01, lo23, 0xDD);
-            t[4 + k] = _mm512_shuffle_f32x4(hi01, hi23, 0x88);
-            t[12 + k] = _mm512_shuffle_f32x4(hi01, hi23, 0xDD);
-        }
-        for (int k = 0; k < n; k++) _mm512_mask_storeu_ps(dst + (p + k) * ld, store_mask, t[k]);
+        transpose16_store_avx512(r, dst + p * ld, ld, n, store_mask);
     }
 }
 #endif
@@ -546,8 +715,17 @@ static void pack_a_panel(float *ap, matrix_view a, int i0, int rows, int mr, int
 /* Pack columns [j0, j0 + cols) of B over reduction steps [p0, p0 + kc) as
  * one NR panel: bp[p * nr + j] = B(p0 + p, j0 + j), zeros past the end. */
 static void pack_b_panel(float *bp, matrix_view b, int p0, int kc, int j0, int cols, int nr,
-                         pack_transpose_fn transpose, int tw)
+                         pack_transpose_fn transpose, pack_transpose_bf16_fn transpose_bf16,
+                         int tw)
 {
+    if (b.p16 != NULL) {
+        /* a bfloat16 weight, stored as the forward's W (b.rs == 1) */
+        for (int h = 0; h < nr; h += tw) {
+            int n = cols - h < 0 ? 0 : (cols - h < tw ? cols - h : tw);
+            transpose_bf16(bp + h, nr, b.p16 + (j0 + h) * b.cs + p0, b.cs, n, tw, kc);
+        }
+        return;
+    }
     if (b.cs == 1) {
         for (int p = 0; p < kc; p++) {
             const float *src = b.p + (p0 + p) * b.rs + j0;
@@ -579,7 +757,9 @@ typedef struct isa_kernel {
     tile_kernel_fn tile;           /* the packed path's register tile */
     int mr, nr;                    /* its shape */
     pack_transpose_fn transpose;   /* packing rows into panels */
+    pack_transpose_bf16_fn transpose_bf16;   /* the same from bfloat16 rows */
     int tw;                        /* the transpose's widest square */
+    bf16_dot_fn dot_bf16;          /* the few-rows path of a bfloat16 weight */
 } isa_kernel;
 
 typedef struct {
@@ -621,7 +801,7 @@ static void gemm_task(const gemm_problem *g, int j0, int j1, float *bpack)
         for (int j = j0; j < j1; j += nr) {
             int cols = j1 - j < nr ? j1 - j : nr;
             pack_b_panel(bpack + (size_t)(j - j0) * kc, g->b, p0, kc, j, cols, nr,
-                         g->kern->transpose, g->kern->tw);
+                         g->kern->transpose, g->kern->transpose_bf16, g->kern->tw);
         }
         for (int i0 = 0; i0 < M; i0 += MC) {
             const int i1 = M - i0 < MC ? M : i0 + MC;
@@ -715,12 +895,13 @@ enum { ISA_GENERIC, ISA_AVX2, ISA_AVX512 };
 
 static const isa_kernel kernels[] = {
     [ISA_GENERIC] = {"generic", linear_rows_generic, tile_generic, GENERIC_MR, GENERIC_NR,
-                     pack_transpose_generic, GENERIC_NR},
+                     pack_transpose_generic, pack_transpose_bf16_generic, GENERIC_NR,
+                     dot_bf16_generic},
 #ifdef GPTC_HAVE_X86_KERNELS
     [ISA_AVX2] = {"avx2", linear_rows_avx2, tile_avx2, AVX2_MR, AVX2_NR,
-                  pack_transpose_avx2, 8},
+                  pack_transpose_avx2, pack_transpose_bf16_avx2, 8, dot_bf16_avx2},
     [ISA_AVX512] = {"avx512", linear_rows_avx512, tile_avx512, AVX512_MR, AVX512_NR,
-                    pack_transpose_avx512, 16},
+                    pack_transpose_avx512, pack_transpose_bf16_avx512, 16, dot_bf16_avx512},
 #endif
 };
 _Static_assert(MC % GENERIC_MR == 0, "an L2 block holds whole MR panels");
@@ -808,8 +989,16 @@ void gptc_gemm_serial(int M, int N, int K, const float *a, ptrdiff_t a_rs, ptrdi
  * --cases 5 on the one-row shapes). */
 #define PACKED_MIN_ROWS 8
 
-/* The few-rows forward, columns split into chunks of W rows handed out
- * dynamically, so a slower core simply takes fewer chunks. */
+/* The few-rows paths split the output columns into chunks of W rows handed
+ * out dynamically, so a slower core simply takes fewer chunks: about 8 per
+ * thread balance the load without making chunks tiny. */
+static int rows_chunk(int N, int nthreads)
+{
+    int chunk = N / (nthreads * 8);
+    chunk = chunk < 16 ? 16 : chunk;
+    return (chunk + DOT_NR - 1) / DOT_NR * DOT_NR;
+}
+
 static void linear_rows_parallel(linear_rows_fn fn, float *out, const float *x,
                                  const float *weight, const float *bias, int M, int K, int N)
 {
@@ -819,10 +1008,7 @@ static void linear_rows_parallel(linear_rows_fn fn, float *out, const float *x,
         fn(out, x, weight, bias, M, K, N, 0, N);
         return;
     }
-    /* About 8 chunks per thread balance the load without making chunks tiny. */
-    int chunk = N / (nthreads * 8);
-    chunk = chunk < 16 ? 16 : chunk;
-    chunk = (chunk + DOT_NR - 1) / DOT_NR * DOT_NR;
+    int chunk = rows_chunk(N, nthreads);
     int nchunks = (N + chunk - 1) / chunk;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads)
     for (int c = 0; c < nchunks; c++) {
@@ -866,6 +1052,65 @@ void gptc_linear_forward_fused(float *out, const float *x, const float *weight,
     if (gelu) {
         size_t n = (size_t)M * N;
         for (size_t i = 0; i < n; i++) out[i] = gptc_gelu_scalar(out[i]);
+    }
+}
+
+void gptc_f32_to_bf16(uint16_t *out, const float *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &in[i], sizeof u);
+        if ((u & 0x7FFFFFFFu) > 0x7F800000u) {
+            out[i] = (uint16_t)((u >> 16) | 0x0040u);   /* NaN stays a (quiet) NaN */
+        } else {
+            /* round to nearest, ties to even, as PyTorch's .to(torch.bfloat16) */
+            out[i] = (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+        }
+    }
+}
+
+/* Output columns [n0, n1) of the few-rows bfloat16 product. */
+static void linear_rows_bf16(bf16_dot_fn dot, float *out, const float *x, const uint16_t *w,
+                             const float *bias, int M, int K, int N, int accumulate,
+                             int n0, int n1)
+{
+    for (int n = n0; n < n1; n++) {
+        const uint16_t *wn = w + (size_t)n * K;
+        float b = bias != NULL ? bias[n] : 0.0f;
+        for (int m = 0; m < M; m++) {
+            float v = dot(x + (size_t)m * K, wn, K) + b;
+            float *o = out + (size_t)m * N + n;
+            *o = accumulate ? *o + v : v;
+        }
+    }
+}
+
+void gptc_linear_forward_bf16(float *out, const float *x, const uint16_t *weight,
+                              const float *bias, int M, int K, int N, int accumulate, int gelu)
+{
+    const isa_kernel *kern = selected_kernel();
+    if (M >= PACKED_MIN_ROWS) {
+        matrix_view a = {x, K, 1, NULL}, b = {NULL, 1, K, weight};
+        epilogue ep = {bias, gelu};
+        if (gemm(M, N, K, a, b, out, N, accumulate, ep, kern) == 0) {
+            return;
+        }
+        /* no memory for the packed panels: the few-rows path needs none */
+    }
+    int nthreads = gptc_get_num_threads(), chunk = rows_chunk(N, nthreads);
+    int nchunks = (N + chunk - 1) / chunk;
+    double work = (double)M * K * N;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
+    if (nthreads > 1 && work >= GPTC_PARALLEL_MIN_WORK && nchunks > 1)
+    for (int c = 0; c < nchunks; c++) {
+        int n0 = c * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
+        linear_rows_bf16(kern->dot_bf16, out, x, weight, bias, M, K, N, accumulate, n0, n1);
+        if (gelu) {
+            for (int m = 0; m < M; m++) {
+                float *o = out + (size_t)m * N;
+                for (int j = n0; j < n1; j++) o[j] = gptc_gelu_scalar(o[j]);
+            }
+        }
     }
 }
 

@@ -50,7 +50,8 @@ static PyObject *shape_str(int ndim, const npy_intp *dims)
  * TypeError/ValueError naming `name`. */
 static PyArrayObject *check_array(PyObject *obj, const char *name, int typenum, int ndim)
 {
-    const char *tname = typenum == NPY_FLOAT32 ? "float32" : "int64";
+    const char *tname = typenum == NPY_FLOAT32 ? "float32"
+                        : typenum == NPY_UINT16 ? "uint16 (bfloat16 bits)" : "int64";
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be a %s NumPy array, got %s", name, tname,
                      Py_TYPE(obj)->tp_name);
@@ -447,12 +448,14 @@ static int check_disjoint(PyArrayObject *const *outs, const char *const *out_nam
                           PyArrayObject *const *ins, const char *const *in_names, int n_in,
                           int allow_same);
 
-static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
+/* linear and linear_bf16: the weight is float32, or uint16 holding bfloat16 bits. */
+static PyObject *linear_impl(PyObject *args, PyObject *kwargs, int bf16)
 {
     static char *kwlist[] = {"input", "weight", "bias", "gelu", "out", NULL};
     PyObject *x_obj, *w_obj, *b_obj, *gelu_obj = Py_False, *out_obj = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OOO|$OO:linear", kwlist, &x_obj, &w_obj,
-                                     &b_obj, &gelu_obj, &out_obj))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs,
+                                     bf16 ? "OOO|$OO:linear_bf16" : "OOO|$OO:linear", kwlist,
+                                     &x_obj, &w_obj, &b_obj, &gelu_obj, &out_obj))
         return NULL;
     if (!PyBool_Check(gelu_obj)) {
         PyErr_Format(PyExc_TypeError, "gelu must be True or False, got %s",
@@ -461,7 +464,7 @@ static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     int gelu = gelu_obj == Py_True;
     PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
-    PyArrayObject *w = check_array(w_obj, "weight", NPY_FLOAT32, 2);
+    PyArrayObject *w = check_array(w_obj, "weight", bf16 ? NPY_UINT16 : NPY_FLOAT32, 2);
     if (x == NULL || w == NULL) return NULL;
     npy_intp rows, K, N = PyArray_DIM(w, 0);
     if (rows_and_width(x, "input", &rows, &K) < 0) return NULL;
@@ -495,9 +498,41 @@ static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
         if (out == NULL) return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    gptc_linear_forward_fused((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
-                              (const float *)PyArray_DATA(w), bias, (int)rows, (int)K, (int)N,
-                              accumulate, gelu);
+    if (bf16) {
+        gptc_linear_forward_bf16((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
+                                 (const uint16_t *)PyArray_DATA(w), bias, (int)rows, (int)K,
+                                 (int)N, accumulate, gelu);
+    } else {
+        gptc_linear_forward_fused((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
+                                  (const float *)PyArray_DATA(w), bias, (int)rows, (int)K,
+                                  (int)N, accumulate, gelu);
+    }
+    Py_END_ALLOW_THREADS
+    return (PyObject *)out;
+}
+
+static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    return linear_impl(args, kwargs, 0);
+}
+
+static PyObject *py_linear_bf16(PyObject *self, PyObject *args, PyObject *kwargs)
+{
+    return linear_impl(args, kwargs, 1);
+}
+
+/* to_bfloat16(array): the float32 values rounded to bfloat16, as a uint16
+ * array of the same shape holding the bits. */
+static PyObject *py_to_bfloat16(PyObject *self, PyObject *x_obj)
+{
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
+    if (x == NULL) return NULL;
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(PyArray_NDIM(x), PyArray_DIMS(x),
+                                                            NPY_UINT16);
+    if (out == NULL) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    gptc_f32_to_bf16((uint16_t *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
+                     (size_t)PyArray_SIZE(x));
     Py_END_ALLOW_THREADS
     return (PyObject *)out;
 }
@@ -1401,6 +1436,12 @@ static PyMethodDef module_methods[] = {
     {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS,
      "linear(input, weight, bias_or_None, *, gelu=False, out=None): input . weight^T + bias, "
      "then GELU if gelu; with out, out += input . weight^T + bias and out is returned"},
+    {"linear_bf16", (PyCFunction)(void (*)(void))py_linear_bf16, METH_VARARGS | METH_KEYWORDS,
+     "linear_bf16(input, weight_bf16, bias_or_None, *, gelu=False, out=None): linear with a "
+     "weight kept as bfloat16 bits (uint16, from to_bfloat16), widened as it is read"},
+    {"to_bfloat16", py_to_bfloat16, METH_O,
+     "to_bfloat16(float32 array): uint16 array of the values rounded to bfloat16 "
+     "(nearest even)"},
     {"layer_norm", py_layer_norm, METH_VARARGS, "layer_norm(input, scale, shift, eps)"},
     {"gelu", py_gelu, METH_O, "gelu(input)"},
     {"relu", py_relu, METH_O, "relu(input)"},

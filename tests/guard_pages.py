@@ -18,15 +18,16 @@ _PAGE = mmap.PAGESIZE
 _keep = []   # the mappings must outlive the arrays viewing them
 
 
-def guarded(shape):
-    """A float32 array whose last element is followed by a PROT_NONE page."""
+def guarded(shape, dtype=np.float32):
+    """An array (float32 unless told) whose last element is followed by a PROT_NONE page."""
     n = int(np.prod(shape))
-    pages = (n * 4 + _PAGE - 1) // _PAGE + 1
+    size = n * np.dtype(dtype).itemsize
+    pages = (size + _PAGE - 1) // _PAGE + 1
     buf = mmap.mmap(-1, pages * _PAGE)
     _keep.append(buf)
     addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
     assert _libc.mprotect(ctypes.c_void_p(addr + (pages - 1) * _PAGE), _PAGE, 0) == 0
-    return np.frombuffer(buf, np.float32, n, (pages - 1) * _PAGE - n * 4).reshape(shape)
+    return np.frombuffer(buf, dtype, n, (pages - 1) * _PAGE - size).reshape(shape)
 
 
 def supported_isas():

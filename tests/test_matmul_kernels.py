@@ -1,5 +1,6 @@
 """Every matmul kernel the CPU supports (GPTC_ISA=generic|avx2|avx512) computes
-the right values and never reads outside its operands.
+the right values and never reads outside its operands, with float32 weights
+and with weights kept in bfloat16.
 
 Each kernel runs in its own interpreter, with x and W ending at a guard page
 (tests/guard_pages.py).
@@ -41,6 +42,20 @@ SCRIPT = textwrap.dedent("""
         before = acc.astype(np.float64)
         assert gptc._C.linear(x, w, b, out=acc) is acc
         worst = max(worst, float(np.abs(acc - (before + ref)).max() / scale))
+        # the same weight kept in bfloat16: the product of x with the rounded
+        # weight, widened exactly, so float64 NumPy on the widened values is exact
+        wb = guarded((n, k), np.uint16)
+        wb[...] = gptc._C.to_bfloat16(w)
+        wide = (wb.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        ref16 = x.astype(np.float64) @ wide.T + b
+        scale16 = np.abs(ref16).max() + 1e-30
+        got16 = gptc._C.linear_bf16(x, wb, b)
+        worst = max(worst, float(np.abs(got16 - ref16).max() / scale16))
+        gelu16 = gptc._C.linear_bf16(x, wb, b, gelu=True)
+        worst = max(worst, float(np.abs(gelu16 - gptc._C.gelu(got16)).max() / scale16))
+        acc[...] = before
+        assert gptc._C.linear_bf16(x, wb, b, out=acc) is acc
+        worst = max(worst, float(np.abs(acc - (before + ref16)).max() / scale16))
     print(worst)
 """)
 
