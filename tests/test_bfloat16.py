@@ -35,3 +35,57 @@ def test_to_bfloat16_keeps_the_shape_and_checks_its_input():
         _C.to_bfloat16(np.ones(3))
     with pytest.raises(TypeError, match=r"weight must have dtype uint16 \(bfloat16 bits\), got float32"):
         _C.linear_bf16(np.ones((2, 4), np.float32), np.ones((3, 4), np.float32), None)
+
+
+def _small_network():
+    import gptc
+    from gptc.nn import Linear, ReLU, Sequential
+    gptc.manual_seed(1)
+    return Sequential(Linear(16, 12), ReLU(), Linear(12, 5, bias=False))
+
+
+def test_to_dtype_bfloat16_uses_the_rounded_weights_and_back():
+    """After to_dtype('bfloat16') a Linear computes with its weight rounded to
+    bfloat16 (exactly the float32 product with the rounded weight); to_dtype('float32')
+    restores the original results bit for bit. Parameters and state_dict are unchanged."""
+    import gptc
+    net = _small_network()
+    x = np.random.default_rng(2).standard_normal((3, 16)).astype(np.float32)
+    with gptc.no_grad():
+        before = net(x)
+        state = {k: v.copy() for k, v in net.state_dict().items()}
+        assert net.to_dtype("bfloat16") is net
+        assert "weight_dtype=bfloat16" in repr(net)
+        got = net(x)
+        rounded = []
+        for layer in (net[0], net[2]):
+            assert layer.weight.bfloat16.dtype == np.uint16
+            assert not layer.weight.flags.writeable
+            rounded.append((layer.weight.bfloat16.astype(np.uint32) << 16).view(np.float32))
+        h = np.maximum(x.astype(np.float64) @ rounded[0].T + net[0].bias, 0)
+        expected = h.astype(np.float32).astype(np.float64) @ rounded[1].T
+        diff = float(np.abs(got - expected).max())
+        print(f"bfloat16 Sequential: max |diff| to the rounded-weight product {diff:.3g}, "
+              f"to float32 {float(np.abs(got - before).max()):.3g}")
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+        for key, value in net.state_dict().items():
+            np.testing.assert_array_equal(value, state[key])
+        net.to_dtype("float32")
+        assert net[0].weight.bfloat16 is None and net[0].weight.flags.writeable
+        np.testing.assert_array_equal(net(x), before)
+
+
+def test_bfloat16_model_refuses_training_and_state_dict_loading():
+    """The float32 weights cannot drift from their bfloat16 copies: writing them,
+    loading a state dict and backward all fail with a message naming the fix."""
+    net = _small_network().to_dtype("bfloat16")
+    x = np.ones((2, 16), np.float32)
+    with pytest.raises(ValueError, match="read-only"):
+        net[0].weight[0, 0] = 1.0
+    with pytest.raises(RuntimeError, match=r"call to_dtype\('float32'\) before loading"):
+        net.load_state_dict(net.state_dict())
+    loss = net(x).sum()
+    with pytest.raises(RuntimeError, match=r"call to_dtype\('float32'\) before computing"):
+        loss.backward()
+    with pytest.raises(ValueError, match=r"dtype must be 'float32' or 'bfloat16', got 'float16'"):
+        net.to_dtype("float16")

@@ -25,8 +25,20 @@ def _zeros_if(needed, like):
 
 
 def linear(input, weight, bias=None):
-    """``input @ weight.T + bias`` (csrc/matmul.c)."""
+    """``input @ weight.T + bias`` (csrc/matmul.c); with a weight kept in
+    bfloat16 (``Module.to_dtype``), the product reads those bits."""
     x = as_float32(data_of(input))
+    weight_bf16 = getattr(weight, "bfloat16", None)
+    if weight_bf16 is not None:
+        out = _C.linear_bf16(x, weight_bf16, bias)
+        if not recording(input, weight, bias):
+            return out
+
+        def inference_only(dout):
+            raise RuntimeError("this Linear layer's weight is stored in bfloat16 for "
+                               "inference (to_dtype('bfloat16')); call to_dtype('float32') "
+                               "before computing gradients")
+        return Tensor(out, parents=(input,), backward=inference_only, op="LinearBackward")
     out = _C.linear(x, weight, bias)
     if not recording(input, weight, bias):
         return out

@@ -76,8 +76,9 @@ class Linear(Module):
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self):
-        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+        text = (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
+        return text + (", weight_dtype=bfloat16" if self.weight.bfloat16 is not None else "")
 
 
 class Embedding(Module):
