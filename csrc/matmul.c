@@ -841,10 +841,9 @@ static void gemm_task(const gemm_problem *g, int j0, int j1, float *bpack)
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-/* C = A . B (+ epilogue), or C += A . B when accumulate. Returns 0, or -1
- * if the packing buffers could not be allocated (C is then untouched). */
-static int gemm(int M, int N, int K, matrix_view a, matrix_view b, float *c, ptrdiff_t ldc,
-                int accumulate, epilogue ep, const isa_kernel *kern)
+/* One band of at most BAND rows of C = A . B (see gemm below). */
+static int gemm_band(int M, int N, int K, matrix_view a, matrix_view b, float *c,
+                     ptrdiff_t ldc, int accumulate, epilogue ep, const isa_kernel *kern)
 {
     const int mr = kern->mr, nr = kern->nr;
     if (M == 0 || N == 0) return 0;
@@ -886,6 +885,28 @@ static int gemm(int M, int N, int K, matrix_view a, matrix_view b, float *c, ptr
     }
     free(buf);
     return 0;
+}
+
+/* C = A . B (+ epilogue), or C += A . B when accumulate. A taller than BAND
+ * rows is done a band at a time, so the packed copy of A stays a few MB
+ * (a (1, 1024) forward, or the out_head gradient with 50257 rows, would
+ * otherwise copy all of A); each band packs B again, which is little next
+ * to the band's arithmetic. Returns the number of rows of C done: M, or
+ * fewer if packing buffers could not be allocated (the rows from there on
+ * are then unchanged). */
+#define BAND (4 * MC)
+static int gemm(int M, int N, int K, matrix_view a, matrix_view b, float *c, ptrdiff_t ldc,
+                int accumulate, epilogue ep, const isa_kernel *kern)
+{
+    for (int i0 = 0; i0 < M; i0 += BAND) {
+        int rows = M - i0 < BAND ? M - i0 : BAND;
+        matrix_view band = a;
+        band.p = a.p + i0 * a.rs;
+        if (gemm_band(rows, N, K, band, b, c + i0 * ldc, ldc, accumulate, ep, kern) != 0) {
+            return i0;
+        }
+    }
+    return M;
 }
 
 /* ========================================================================
@@ -1026,10 +1047,15 @@ void gptc_linear_forward_fused(float *out, const float *x, const float *weight,
     if (M >= PACKED_MIN_ROWS) {
         matrix_view a = {x, K, 1}, b = {weight, 1, K};
         epilogue ep = {bias, gelu};
-        if (gemm(M, N, K, a, b, out, N, accumulate, ep, kern) == 0) {
+        int done = gemm(M, N, K, a, b, out, N, accumulate, ep, kern);
+        if (done == M) {
             return;
         }
-        /* no memory for the packed panels: the few-rows path needs none */
+        /* no memory for the packed panels: the rows left take the few-rows
+         * path, which needs none */
+        x += (size_t)done * K;
+        out += (size_t)done * N;
+        M -= done;
     }
     if (!accumulate) {
         linear_rows_parallel(kern->rows, out, x, weight, bias, M, K, N);
@@ -1092,10 +1118,15 @@ void gptc_linear_forward_bf16(float *out, const float *x, const uint16_t *weight
     if (M >= PACKED_MIN_ROWS) {
         matrix_view a = {x, K, 1, NULL}, b = {NULL, 1, K, weight};
         epilogue ep = {bias, gelu};
-        if (gemm(M, N, K, a, b, out, N, accumulate, ep, kern) == 0) {
+        int done = gemm(M, N, K, a, b, out, N, accumulate, ep, kern);
+        if (done == M) {
             return;
         }
-        /* no memory for the packed panels: the few-rows path needs none */
+        /* no memory for the packed panels: the rows left take the few-rows
+         * path, which needs none */
+        x += (size_t)done * K;
+        out += (size_t)done * N;
+        M -= done;
     }
     int nthreads = gptc_get_num_threads(), chunk = rows_chunk(N, nthreads);
     int nchunks = (N + chunk - 1) / chunk;
@@ -1128,14 +1159,14 @@ int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float 
     if (dinp != NULL) {
         /* dinp[m, k] += sum_n dout[m, n] W[n, k] */
         matrix_view a = {dout, N, 1}, b = {weight, K, 1};
-        if (gemm(M, K, N, a, b, dinp, K, 1, none, kern) != 0) {
+        if (gemm(M, K, N, a, b, dinp, K, 1, none, kern) != M) {
             return -1;
         }
     }
     if (dweight != NULL) {
         /* dweight[n, k] += sum_m dout[m, n] inp[m, k] */
         matrix_view a = {dout, 1, N}, b = {inp, K, 1};
-        if (gemm(N, K, M, a, b, dweight, K, 1, none, kern) != 0) {
+        if (gemm(N, K, M, a, b, dweight, K, 1, none, kern) != N) {
             return -1;
         }
     }

@@ -146,7 +146,7 @@ ISA_SCRIPT = textwrap.dedent("""
     rng = np.random.default_rng(0)
     worst = 0.0
     for m, k, n in [(1, 1, 1), (6, 16, 6), (5, 17, 3), (7, 33, 5), (13, 77, 31),
-                    (1, 768, 50), (64, 768, 300), (20, 300, 7)]:
+                    (1, 768, 50), (64, 768, 300), (20, 300, 7), (900, 20, 5), (9, 20, 800)]:
         x, w, dout = guarded((m, k)), guarded((n, k)), guarded((m, n))
         dx, dw, db = guarded((m, k)), guarded((n, k)), guarded((n,))
         for a in (x, w, dout):

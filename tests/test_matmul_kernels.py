@@ -21,11 +21,12 @@ SCRIPT = textwrap.dedent("""
     worst = 0.0
     # Few rows (the dot-product path) and many rows (the packed path), with
     # every ragged edge: rows not a multiple of the tile, columns not a
-    # multiple of the panel, reductions longer than one packed block.
+    # multiple of the panel, reductions longer than one packed block, more
+    # rows than one band (768).
     for m, k, n in [(1, 1, 1), (4, 8, 4), (5, 17, 3), (4, 3072, 768), (8, 768, 768),
                     (3, 15, 2), (7, 33, 5), (13, 77, 31), (1, 768, 50), (16, 16, 16),
                     (37, 100, 45), (12, 256, 32), (25, 600, 97), (64, 768, 129),
-                    (200, 1, 3), (50, 513, 1)]:
+                    (200, 1, 3), (50, 513, 1), (1000, 40, 33)]:
         x, w = guarded((m, k)), guarded((n, k))
         x[...] = rng.normal(size=(m, k))
         w[...] = rng.normal(size=(n, k))
