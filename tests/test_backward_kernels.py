@@ -14,6 +14,7 @@ import pytest
 
 import gptc
 from gptc import _C
+from conftest import report
 from guard_pages import run_with_isa, supported_isas
 
 TOL = 1e-4
@@ -409,10 +410,10 @@ ATTENTION_SHAPES = [(2, 16, 6, 12), (1, 1, 1, 64), (2, 16, 1, 64), (1, 1, 6, 12)
 @pytest.mark.parametrize("p", [0.0, 0.1])
 @pytest.mark.parametrize("B,T,NH,HS", ATTENTION_SHAPES)
 def test_attention_train_and_backward_match_torch(torch, B, T, NH, HS, p):
-    """attention_train's out equals the eval/inference kernel's (bit for bit, same
-    draws, same generator state after); att is the pre-dropout softmax with zeros
-    above the diagonal; out, dq, dk, dv equal the book's math in torch with
-    gptc's noise multiplied in."""
+    """attention_train's out equals the eval/inference kernel's (with dropout: bit
+    for bit, same draws, same generator state after; without: to rounding, see
+    below); att is the pre-dropout softmax with zeros above the diagonal; out, dq,
+    dk, dv equal the book's math in torch with gptc's noise multiplied in."""
     rng = np.random.default_rng(B * 1000 + T * 100 + NH * 10 + HS)
     C = NH * HS
     q, k, v, dout = (randn(rng, B, T, C) for _ in range(4))
@@ -425,7 +426,17 @@ def test_attention_train_and_backward_match_torch(torch, B, T, NH, HS, p):
         assert noise.shape == (B, NH, T, T)
         keep = np.float32(1.0) / np.float32(1.0 - p)
         assert np.all((noise == 0) | (noise == keep))
-    np.testing.assert_array_equal(out, attention_eval_through_mha(q, k, v, NH, p, g_eval))
+    eval_out = attention_eval_through_mha(q, k, v, NH, p, g_eval)
+    if p > 0.0:
+        # with dropout both forwards run the same row kernel on the same draws
+        np.testing.assert_array_equal(out, eval_out)
+    else:
+        # Without dropout the eval forward is the blocked online-softmax kernel:
+        # it sums exp(s - running max) block by block and divides once at the
+        # end, so it agrees with the row-at-a-time training kernel to float32
+        # rounding (a few 1e-7 here), not bit for bit.
+        report("eval (blocked) vs training attention, p=0", eval_out, out,
+               rtol=1e-5, atol=2e-6)
     np.testing.assert_array_equal(g_train.get_state(), g_eval.get_state())
     assert np.all(att[..., np.triu_indices(T, 1)[0], np.triu_indices(T, 1)[1]] == 0)
 
