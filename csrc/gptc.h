@@ -174,15 +174,32 @@ void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, s
 /* attention.c: the causal core of multi-head attention. q, k, v are
  * (B, T, NH * HS) as the Linear projections produce them; out is the
  * heads merged back into (B, T, NH * HS), ready for out_proj.
- * With dropout_p > 0 the attention weights go through dropout drawn from
- * g over the whole (B, NH, T, T) tensor, as the book's nn.Dropout does.
+ * With dropout_p == 0 (inference) it runs a blocked online-softmax kernel
+ * (never a T x T matrix). With dropout_p > 0 the attention weights go
+ * through dropout drawn from g over the whole (B, NH, T, T) tensor, as the
+ * book's nn.Dropout does, one query row at a time.
  * The loop runs on nthreads threads; scratch must hold
- * gptc_attention_scratch_floats(B, T, NH, dropout_p, nthreads) floats. */
-size_t gptc_attention_scratch_floats(int B, int T, int NH, double dropout_p,
+ * gptc_attention_scratch_floats(B, T, NH, HS, dropout_p, nthreads) floats. */
+size_t gptc_attention_scratch_floats(int B, int T, int NH, int HS, double dropout_p,
                                      int nthreads);
 void gptc_attention_forward(float *out, const float *q, const float *k, const float *v,
                             int B, int T, int NH, int HS, double dropout_p,
                             gptc_generator *g, float *scratch, int nthreads);
+/* attention.c: inference attention over a KV cache. q and out are
+ * (B, Tq, NH * HS): the queries of positions past .. past + Tq - 1. The
+ * caches hold, per batch row, `capacity` rows of NH * HS (row j = position
+ * j; batch b starts at row b * capacity) of which rows 0 .. past + Tq - 1
+ * are filled. Row i of out is what gptc_attention_forward gives for
+ * position i of the whole sequence, bit for bit, whatever Tq and past.
+ * scratch must hold gptc_attention_cached_scratch_floats(HS, nthreads). */
+size_t gptc_attention_cached_scratch_floats(int HS, int nthreads);
+/* Which kernel the inference attention runs: "avx512", "avx2" or "generic"
+ * (GPTC_ISA chooses as for the matmul). */
+const char *gptc_attention_isa_name(void);
+void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,
+                                   const float *v_cache, int B, int Tq, int past,
+                                   int capacity, int NH, int HS, float *scratch,
+                                   int nthreads);
 /* attention.c: gptc_attention_forward for training: the same draws and
  * the same out (to rounding: it is computed as matrix products), and it
  * keeps att (B, NH, T, T), the softmax weights before dropout (zeros above

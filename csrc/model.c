@@ -31,7 +31,8 @@ int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params 
         if (blk->hidden > hidden) {
             hidden = blk->hidden;
         }
-        size_t s = gptc_attention_scratch_floats(B, T, NH, blk->att_dropout, nthreads);
+        size_t s = gptc_attention_scratch_floats(B, T, NH, C / NH, blk->att_dropout,
+                                                 nthreads);
         if (s > att_scratch) {
             att_scratch = s;
         }

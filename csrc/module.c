@@ -1405,6 +1405,65 @@ static PyObject *py_adamw_update(PyObject *self, PyObject *args)
 }
 
 /* ------------------------------------------------------------------------
+ * The inference attention kernel on its own (for tests and experiments)
+ * ---------------------------------------------------------------------- */
+static PyObject *py_attention_cached(PyObject *self, PyObject *args)
+{
+    PyObject *q_obj, *k_obj, *v_obj;
+    int num_heads;
+    Py_ssize_t past;
+    if (!PyArg_ParseTuple(args, "OOOin:attention_cached", &q_obj, &k_obj, &v_obj, &num_heads,
+                          &past))
+        return NULL;
+    PyArrayObject *q = check_array(q_obj, "q", NPY_FLOAT32, 3);
+    PyArrayObject *k = q == NULL ? NULL : check_array(k_obj, "k_cache", NPY_FLOAT32, 3);
+    if (k == NULL) return NULL;
+    npy_intp B = PyArray_DIM(q, 0), Tq = PyArray_DIM(q, 1), C = PyArray_DIM(q, 2);
+    npy_intp cap = PyArray_DIM(k, 1);
+    npy_intp kshape[3] = {B, cap, C};
+    if (check_shape(k, "k_cache", 3, kshape) < 0 || f32_shaped(v_obj, "v_cache", 3, kshape) == NULL)
+        return NULL;
+    if (num_heads <= 0 || C % num_heads != 0) {
+        PyErr_Format(PyExc_ValueError, "the last dimension of q (%zd) must be divisible by "
+                     "num_heads (%d)", (Py_ssize_t)C, num_heads);
+        return NULL;
+    }
+    if (past < 0 || past > cap - Tq) {
+        PyErr_Format(PyExc_ValueError,
+                     "past must be in [0, capacity - num_tokens] = [0, %zd], got %zd "
+                     "(the caches hold %zd positions, q %zd new ones)",
+                     (Py_ssize_t)(cap - Tq), past, (Py_ssize_t)cap, (Py_ssize_t)Tq);
+        return NULL;
+    }
+    if (!fits_int(B * cap, "batch * capacity") || !fits_int(C, "d_out") ||
+        !fits_int(B * num_heads, "batch * num_heads"))
+        return NULL;
+    PyArrayObject *out = new_f32(3, PyArray_DIMS(q));
+    if (out == NULL) return NULL;
+    int HS = (int)(C / num_heads);
+    int nthreads = gptc_get_num_threads();
+    float *scratch = PyMem_Malloc(gptc_attention_cached_scratch_floats(HS, nthreads) * sizeof(float));
+    if (scratch == NULL) {
+        Py_DECREF(out);
+        return PyErr_NoMemory();
+    }
+    Py_BEGIN_ALLOW_THREADS
+    gptc_attention_cached_forward((float *)PyArray_DATA(out), (const float *)PyArray_DATA(q),
+                                  (const float *)PyArray_DATA(k),
+                                  (const float *)PyArray_DATA((PyArrayObject *)v_obj), (int)B,
+                                  (int)Tq, (int)past, (int)cap, num_heads, HS, scratch,
+                                  nthreads);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(scratch);
+    return (PyObject *)out;
+}
+
+static PyObject *py_attention_isa(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return PyUnicode_FromString(gptc_attention_isa_name());
+}
+
+/* ------------------------------------------------------------------------
  * Threads and build information
  * ---------------------------------------------------------------------- */
 static PyObject *py_set_num_threads(PyObject *self, PyObject *arg)
@@ -1479,6 +1538,12 @@ static PyMethodDef module_methods[] = {
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"isa", py_isa, METH_NOARGS, "isa(): the matmul kernel in use (avx512, avx2, generic)"},
+    {"attention_isa", py_attention_isa, METH_NOARGS,
+     "attention_isa(): the inference attention kernel in use (avx512, avx2, generic)"},
+    {"attention_cached", py_attention_cached, METH_VARARGS,
+     "attention_cached(q, k_cache, v_cache, num_heads, past) -> out: inference attention of "
+     "q (B, Tq, C), positions past .. past + Tq - 1, over caches (B, capacity, C) whose first "
+     "past + Tq rows are filled"},
     {NULL, NULL, 0, NULL},
 };
 
