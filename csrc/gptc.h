@@ -282,6 +282,45 @@ typedef struct gptc_model_params {
 int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params *m,
                      int B, int T, gptc_generator *g);
 
+/* model.c - generation with a KV cache. A decoder holds, for B sequences,
+ * the keys and values of every layer for up to `capacity` positions
+ * (capacity <= context_length), and the activation buffers of a forward of
+ * `capacity` tokens, all allocated once by gptc_decoder_new. It runs the
+ * model in inference mode: every dropout probability in m must be 0. m and
+ * the weights it points to must outlive the decoder; one decoder is used by
+ * one thread at a time.
+ *
+ * gptc_decoder_new returns NULL if memory ran out. */
+typedef struct gptc_decoder gptc_decoder;
+gptc_decoder *gptc_decoder_new(const gptc_model_params *m, int B, int capacity);
+void gptc_decoder_free(gptc_decoder *d);
+/* Positions cached so far. */
+int gptc_decoder_length(const gptc_decoder *d);
+/* Forget the cache and run idx (B, T), 1 <= T <= capacity, at positions
+ * 0 .. T - 1, caching their keys and values; logits (B, V) are those of
+ * the last position only (out_head runs on that row alone). */
+void gptc_decoder_prefill(gptc_decoder *d, float *logits, const int64_t *idx, int T);
+/* One more token per sequence, next (B,), at position length (which must
+ * be < capacity): its keys and values are appended and it attends over the
+ * whole cache. logits (B, V). The result is the last row of
+ * gptc_gpt_forward on the whole sequence, up to rounding in the matmuls. */
+void gptc_decoder_step(gptc_decoder *d, float *logits, const int64_t *next);
+
+/* ------------------------------------------------------------------------
+ * sampling.c - choosing the next token from logits (chapter 5's generate).
+ * ---------------------------------------------------------------------- */
+/* For each of B rows of V logits: with top_k > 0, logits below the top_k-th
+ * largest count as -inf (ties with it stay); then temperature == 0 picks
+ * the first largest logit (argmax; top_k cannot change it, and nothing is
+ * drawn), and temperature > 0 samples from softmax(logits / temperature)
+ * with one uniform draw from g per row. 1 <= top_k <= V, or 0 for none.
+ * scratch must hold gptc_sample_scratch_floats(V) floats. Returns -1, or
+ * the first row that has nothing to choose from (a NaN logit; when
+ * sampling, also an infinite one), whose token is then left unset. */
+size_t gptc_sample_scratch_floats(int V);
+int gptc_next_tokens(int64_t *next, const float *logits, int B, int V, double temperature,
+                     int top_k, gptc_generator *g, float *scratch);
+
 #ifdef __cplusplus
 }
 #endif
