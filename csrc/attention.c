@@ -17,7 +17,8 @@
  *    blocks of keys j <= i, keeping per row a running maximum, a running
  *    sum of exponentials and an unnormalised output. No T x T matrix is
  *    ever built, every key block is read once per query block, and the
- *    inner loops are fixed-length multiply-adds the compiler vectorises.
+ *    inner loops are vector multiply-adds on tiles of 4 query rows
+ *    (attention_tile.h, compiled once per instruction set).
  *    The same kernel serves the KV cache (gptc_attention_cached_forward):
  *    new queries at positions past.. attend over cached keys and values.
  *  - with dropout, and for training: one query row at a time (attend_row),
@@ -99,8 +100,8 @@ static inline __attribute__((always_inline)) float bits_float(uint32_t u)
     return f;
 }
 
-/* e^x for x <= 0 (a score minus a running maximum), within a few ulp of
- * expf, in straight-line arithmetic so that a loop of them vectorises
+/* e^x for x <= 0 (a score minus a running maximum), within about 1 ulp of
+ * the exact value, in straight-line arithmetic so that a loop of them vectorises
  * (a call to expf would keep the loop scalar). e^x = 2^n e^r with
  * n = round(x / ln 2) and |r| <= ln(2) / 2; e^r is its Taylor series to
  * r^7 (the next term is below 5e-9), 2^n is built in the exponent bits.
@@ -670,12 +671,15 @@ int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p,
         return -1;
     }
     float *q = buf, *k = q + act, *v = k + act, *ctx = v + act, *scratch = ctx + act;
-    gptc_linear_forward(q, x, p->w_query, p->b_query, M, d_in, d_out);
-    gptc_linear_forward(k, x, p->w_key, p->b_key, M, d_in, d_out);
-    gptc_linear_forward(v, x, p->w_value, p->b_value, M, d_in, d_out);
+    gptc_linear_forward_stored(q, x, p->w_query, p->w_query_bf16, p->b_query, M, d_in, d_out, 0,
+                               0);
+    gptc_linear_forward_stored(k, x, p->w_key, p->w_key_bf16, p->b_key, M, d_in, d_out, 0, 0);
+    gptc_linear_forward_stored(v, x, p->w_value, p->w_value_bf16, p->b_value, M, d_in, d_out, 0,
+                               0);
     gptc_attention_forward(ctx, q, k, v, B, T, NH, d_out / NH, dropout_p, g, scratch,
                            nthreads);
-    gptc_linear_forward(out, ctx, p->w_out, p->b_out, M, d_out, d_out);
+    gptc_linear_forward_stored(out, ctx, p->w_out, p->w_out_bf16, p->b_out, M, d_out, d_out, 0,
+                               0);
     free(buf);
     return 0;
 }

@@ -6,13 +6,13 @@
  */
 #include "gptc.h"
 
-void gptc_feedforward_forward(float *out, const float *x,
-                              const float *w_fc, const float *b_fc,
-                              const float *w_proj, const float *b_proj,
-                              int N, int C, int H, float *hidden, int accumulate)
+void gptc_feedforward_forward(float *out, const float *x, const gptc_block_params *blk,
+                              int N, int C, float *hidden, int accumulate)
 {
+    const int H = blk->hidden;
     /* GELU is applied by the matmul as each block of the hidden layer is
      * finished, while it is still in cache */
-    gptc_linear_forward_fused(hidden, x, w_fc, b_fc, N, C, H, 0, 1);
-    gptc_linear_forward_fused(out, hidden, w_proj, b_proj, N, H, C, accumulate, 0);
+    gptc_linear_forward_stored(hidden, x, blk->w_fc, blk->w_fc_bf16, blk->b_fc, N, C, H, 0, 1);
+    gptc_linear_forward_stored(out, hidden, blk->w_proj, blk->w_proj_bf16, blk->b_proj, N, H, C,
+                               accumulate, 0);
 }

@@ -145,6 +145,12 @@ int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float 
  * float32 as it is read; products and sums stay float32. */
 void gptc_linear_forward_bf16(float *out, const float *x, const uint16_t *weight,
                               const float *bias, int M, int K, int N, int accumulate, int gelu);
+/* matmul.c: the Linear layer of a model whose weight may be kept in
+ * bfloat16: gptc_linear_forward_bf16 with weight_bf16 when it is not NULL,
+ * else gptc_linear_forward_fused with weight. */
+void gptc_linear_forward_stored(float *out, const float *x, const float *weight,
+                                const uint16_t *weight_bf16, const float *bias, int M, int K,
+                                int N, int accumulate, int gelu);
 /* matmul.c: float32 to bfloat16, rounding to nearest even (NaN stays NaN). */
 void gptc_f32_to_bf16(uint16_t *out, const float *in, size_t n);
 /* Which kernel gptc_linear_forward runs: "avx512", "avx2" or "generic". */
@@ -225,6 +231,9 @@ typedef struct gptc_attention_params {
     const float *w_key, *b_key;
     const float *w_value, *b_value;
     const float *w_out, *b_out;       /* out_proj: [d_out, d_out], [d_out] */
+    /* The four weights kept in bfloat16 for inference (Module.to_dtype), or
+     * NULL; where one is set its float32 pointer above is not read. */
+    const uint16_t *w_query_bf16, *w_key_bf16, *w_value_bf16, *w_out_bf16;
 } gptc_attention_params;
 
 /* attention.c: the whole MultiHeadAttention module: projections, causal
@@ -234,14 +243,6 @@ int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p,
                      int B, int T, int d_in, int d_out, int NH, double dropout_p,
                      gptc_generator *g);
 
-/* feedforward.c: FeedForward: Linear(C, H) -> GELU -> Linear(H, C).
- * x and out are (N, C); hidden is N * H floats of scratch. With accumulate
- * the result is added to out (out += FF(x), a shortcut connection) instead
- * of stored; out must not alias x. */
-void gptc_feedforward_forward(float *out, const float *x,
-                              const float *w_fc, const float *b_fc,
-                              const float *w_proj, const float *b_proj,
-                              int N, int C, int H, float *hidden, int accumulate);
 
 /* ------------------------------------------------------------------------
  * loss.c - the training losses.
@@ -276,9 +277,18 @@ typedef struct gptc_block_params {
     float norm2_eps;
     const float *w_fc, *b_fc;        /* ff.layers[0]: [H, C], [H] */
     const float *w_proj, *b_proj;    /* ff.layers[2]: [C, H], [C] */
+    const uint16_t *w_fc_bf16, *w_proj_bf16;   /* bfloat16 copies, or NULL */
     int hidden;                      /* H, 4 * C in the book */
     double shortcut_dropout;         /* drop_shortcut (0 in eval) */
 } gptc_block_params;
+
+/* feedforward.c: FeedForward: Linear(C, H) -> GELU -> Linear(H, C), with
+ * the weights of blk (w_fc, b_fc, w_proj, b_proj, hidden = H and their
+ * bfloat16 copies). x and out are (N, C); hidden is N * H floats of
+ * scratch. With accumulate the result is added to out (out += FF(x), a
+ * shortcut connection) instead of stored; out must not alias x. */
+void gptc_feedforward_forward(float *out, const float *x, const gptc_block_params *blk,
+                              int N, int C, float *hidden, int accumulate);
 
 typedef struct gptc_model_params {
     int vocab_size, context_length, emb_dim, n_heads, n_layers;
@@ -290,6 +300,7 @@ typedef struct gptc_model_params {
     float final_eps;
     const float *out_head_w;         /* [V, C]; may be tok_emb (weight tying) */
     const float *out_head_b;         /* [V] or NULL (the book has no bias) */
+    const uint16_t *out_head_w_bf16; /* bfloat16 copy of out_head_w, or NULL */
 } gptc_model_params;
 
 /* Logits (B, T, V) for token ids idx (B, T). Every id must be in
@@ -299,6 +310,45 @@ typedef struct gptc_model_params {
  * at the start of the call; returns 0, or -1 if that allocation failed. */
 int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params *m,
                      int B, int T, gptc_generator *g);
+
+/* model.c - generation with a KV cache. A decoder holds, for B sequences,
+ * the keys and values of every layer for up to `capacity` positions
+ * (capacity <= context_length), and the activation buffers of a forward of
+ * `capacity` tokens, all allocated once by gptc_decoder_new. It runs the
+ * model in inference mode: every dropout probability in m must be 0. m and
+ * the weights it points to must outlive the decoder; one decoder is used by
+ * one thread at a time.
+ *
+ * gptc_decoder_new returns NULL if memory ran out. */
+typedef struct gptc_decoder gptc_decoder;
+gptc_decoder *gptc_decoder_new(const gptc_model_params *m, int B, int capacity);
+void gptc_decoder_free(gptc_decoder *d);
+/* Positions cached so far. */
+int gptc_decoder_length(const gptc_decoder *d);
+/* Forget the cache and run idx (B, T), 1 <= T <= capacity, at positions
+ * 0 .. T - 1, caching their keys and values; logits (B, V) are those of
+ * the last position only (out_head runs on that row alone). */
+void gptc_decoder_prefill(gptc_decoder *d, float *logits, const int64_t *idx, int T);
+/* One more token per sequence, next (B,), at position length (which must
+ * be < capacity): its keys and values are appended and it attends over the
+ * whole cache. logits (B, V). The result is the last row of
+ * gptc_gpt_forward on the whole sequence, up to rounding in the matmuls. */
+void gptc_decoder_step(gptc_decoder *d, float *logits, const int64_t *next);
+
+/* ------------------------------------------------------------------------
+ * sampling.c - choosing the next token from logits (chapter 5's generate).
+ * ---------------------------------------------------------------------- */
+/* For each of B rows of V logits: with top_k > 0, logits below the top_k-th
+ * largest count as -inf (ties with it stay); then temperature == 0 picks
+ * the first largest logit (argmax; top_k cannot change it, and nothing is
+ * drawn), and temperature > 0 samples from softmax(logits / temperature)
+ * with one uniform draw from g per row. 1 <= top_k <= V, or 0 for none.
+ * scratch must hold gptc_sample_scratch_floats(V) floats. Returns -1, or
+ * the first row that has nothing to choose from (a NaN logit; when
+ * sampling, also an infinite one), whose token is then left unset. */
+size_t gptc_sample_scratch_floats(int V);
+int gptc_next_tokens(int64_t *next, const float *logits, int B, int V, double temperature,
+                     int top_k, gptc_generator *g, float *scratch);
 
 #ifdef __cplusplus
 }

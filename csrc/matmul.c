@@ -1145,6 +1145,17 @@ void gptc_linear_forward_bf16(float *out, const float *x, const uint16_t *weight
     }
 }
 
+void gptc_linear_forward_stored(float *out, const float *x, const float *weight,
+                                const uint16_t *weight_bf16, const float *bias, int M, int K,
+                                int N, int accumulate, int gelu)
+{
+    if (weight_bf16 != NULL) {
+        gptc_linear_forward_bf16(out, x, weight_bf16, bias, M, K, N, accumulate, gelu);
+    } else {
+        gptc_linear_forward_fused(out, x, weight, bias, M, K, N, accumulate, gelu);
+    }
+}
+
 void gptc_linear_forward(float *out, const float *x, const float *weight,
                          const float *bias, int M, int K, int N)
 {

@@ -6,90 +6,259 @@
  *                    x = x + drop_shortcut(ff(norm2(x)))
  *   logits = out_head(final_norm(x))
  *
+ * and the same forward with a KV cache, for generation (gptc_decoder).
+ *
  * The weights are read where the Python parameters already live (the
  * struct holds pointers into them; nothing is copied). Inference keeps no
  * per-layer activations: one residual stream and the buffers of a single
- * block are allocated once at the start and reused by every layer.
+ * block are allocated once and reused by every layer.
+ *
+ * Both forwards run the same block loop (forward_tokens). It takes T new
+ * tokens at positions past .. past + T - 1, writes their keys and values
+ * into a cache and lets them attend over everything cached so far. The
+ * plain forward is the case past = 0 with a one-layer "cache" that is just
+ * its own k and v buffers.
  */
 #include "gptc.h"
 
 #include <stdlib.h>
+#include <string.h>
 
-int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params *m,
-                     int B, int T, gptc_generator *g)
+/* The activation buffers of one forward over up to M = B * T tokens. */
+typedef struct work_buffers {
+    float *x;        /* the residual stream */
+    float *normed;   /* norm1 / norm2 / final_norm output, then merged heads */
+    float *q, *k, *v;
+    float *branch;   /* output of att or ff before the shortcut */
+    float *scratch;  /* attention scratch (and dropout mask), or ff hidden */
+} work_buffers;
+
+/* Floats of scratch the widest block needs, for M tokens of B rows. */
+static size_t scratch_floats(const gptc_model_params *m, int B, int T, int nthreads)
 {
-    const int C = m->emb_dim, NH = m->n_heads, M = B * T;
-    const int nthreads = gptc_get_num_threads();
-    const size_t act = (size_t)M * C;
-
-    /* The widest hidden layer and the largest attention scratch decide
-     * the buffer sizes; blocks may in principle differ in both. */
-    int hidden = 0;
-    size_t att_scratch = 0;
+    const int NH = m->n_heads, HS = m->emb_dim / m->n_heads;
+    size_t need = 0;
     for (int l = 0; l < m->n_layers; l++) {
         const gptc_block_params *blk = &m->blocks[l];
-        if (blk->hidden > hidden) {
-            hidden = blk->hidden;
-        }
-        size_t s = gptc_attention_scratch_floats(B, T, NH, C / NH, blk->att_dropout,
-                                                 nthreads);
-        if (s > att_scratch) {
-            att_scratch = s;
-        }
+        size_t ff = (size_t)B * T * blk->hidden;
+        size_t att = gptc_attention_scratch_floats(B, T, NH, HS, blk->att_dropout, nthreads);
+        if (ff > need) need = ff;
+        if (att > need) need = att;
     }
-    size_t ff_scratch = (size_t)M * hidden;
-    size_t total = 6 * act + (ff_scratch > att_scratch ? ff_scratch : att_scratch);
-    float *buf = malloc(total * sizeof(float));
-    if (buf == NULL) {
-        return -1;
-    }
-    float *x = buf;            /* the residual stream */
-    float *normed = x + act;   /* norm1 / norm2 / final_norm output */
-    float *q = normed + act, *k = q + act, *v = k + act;
-    float *branch = v + act;   /* output of att or ff before the shortcut */
-    float *scratch = branch + act;  /* attention rows + mask, or ff hidden */
+    return need;
+}
 
-    gptc_encoder_forward(x, idx, m->tok_emb, m->pos_emb, B, T, C);
-    gptc_dropout_forward(x, x, act, m->emb_dropout, g);
+/* Carve the buffers out of one allocation: 6 activations of M * C floats
+ * and the scratch. Returns the allocation (to free) or NULL. */
+static float *alloc_work(work_buffers *w, size_t act, size_t scratch)
+{
+    float *buf = malloc((6 * act + scratch) * sizeof(float));
+    if (buf == NULL) {
+        return NULL;
+    }
+    w->x = buf;
+    w->normed = w->x + act;
+    w->q = w->normed + act;
+    w->k = w->q + act;
+    w->v = w->k + act;
+    w->branch = w->v + act;
+    w->scratch = w->branch + act;
+    return buf;
+}
+
+/* Copy the keys or values of T new tokens (B * T rows of C) into rows
+ * past .. past + T - 1 of each batch row's cache (capacity rows each). */
+static void store_rows(float *cache, const float *rows, int B, int T, int past, int capacity,
+                       int C)
+{
+    if (cache == rows) {
+        return;   /* the plain forward's cache is its own buffer */
+    }
+    for (int b = 0; b < B; b++) {
+        memcpy(cache + ((size_t)b * capacity + past) * C, rows + (size_t)b * T * C,
+               (size_t)T * C * sizeof(float));
+    }
+}
+
+/*
+ * The blocks over T new tokens per batch row at positions past ..
+ * past + T - 1; on return w->x holds the residual stream after the last
+ * block. Layer l's keys and values go to k_cache/v_cache + l * layer_stride
+ * (B rows of `capacity` positions each). Attention with dropout is only
+ * possible when past == 0 and the cache is w->k / w->v themselves (the
+ * plain forward): it needs the (B, T, C) layout of gptc_attention_forward.
+ */
+static void forward_tokens(const gptc_model_params *m, const int64_t *idx, int B, int T,
+                           int past, float *k_cache, float *v_cache, size_t layer_stride,
+                           int capacity, const work_buffers *w, gptc_generator *g,
+                           int nthreads)
+{
+    const int C = m->emb_dim, NH = m->n_heads, HS = C / NH, M = B * T;
+    const size_t act = (size_t)M * C;
+
+    gptc_encoder_forward(w->x, idx, m->tok_emb, m->pos_emb + (size_t)past * C, B, T, C);
+    gptc_dropout_forward(w->x, w->x, act, m->emb_dropout, g);
 
     for (int l = 0; l < m->n_layers; l++) {
         const gptc_block_params *blk = &m->blocks[l];
         const gptc_attention_params *a = &blk->att;
+        float *kc = k_cache + (size_t)l * layer_stride;
+        float *vc = v_cache + (size_t)l * layer_stride;
 
         /* attention half of the block */
-        gptc_layernorm_forward(normed, x, blk->norm1_scale, blk->norm1_shift, M, C,
+        gptc_layernorm_forward(w->normed, w->x, blk->norm1_scale, blk->norm1_shift, M, C,
                                blk->norm1_eps);
-        gptc_linear_forward(q, normed, a->w_query, a->b_query, M, C, C);
-        gptc_linear_forward(k, normed, a->w_key, a->b_key, M, C, C);
-        gptc_linear_forward(v, normed, a->w_value, a->b_value, M, C, C);
+        gptc_linear_forward_stored(w->q, w->normed, a->w_query, a->w_query_bf16, a->b_query, M,
+                                   C, C, 0, 0);
+        gptc_linear_forward_stored(w->k, w->normed, a->w_key, a->w_key_bf16, a->b_key, M, C, C,
+                                   0, 0);
+        gptc_linear_forward_stored(w->v, w->normed, a->w_value, a->w_value_bf16, a->b_value, M,
+                                   C, C, 0, 0);
+        store_rows(kc, w->k, B, T, past, capacity, C);
+        store_rows(vc, w->v, B, T, past, capacity, C);
         /* the merged heads go to `normed`, which is free again here */
-        gptc_attention_forward(normed, q, k, v, B, T, NH, C / NH, blk->att_dropout, g,
-                               scratch, nthreads);
+        if (blk->att_dropout > 0.0) {
+            gptc_attention_forward(w->normed, w->q, w->k, w->v, B, T, NH, HS,
+                                   blk->att_dropout, g, w->scratch, nthreads);
+        } else {
+            gptc_attention_cached_forward(w->normed, w->q, kc, vc, B, T, past, capacity, NH,
+                                          HS, w->scratch, nthreads);
+        }
         if (blk->shortcut_dropout == 0.0) {
             /* inference: out_proj accumulates straight into the residual stream */
-            gptc_linear_forward_fused(x, normed, a->w_out, a->b_out, M, C, C, 1, 0);
+            gptc_linear_forward_stored(w->x, w->normed, a->w_out, a->w_out_bf16, a->b_out, M, C,
+                                       C, 1, 0);
         } else {
-            gptc_linear_forward(branch, normed, a->w_out, a->b_out, M, C, C);
-            gptc_dropout_forward(branch, branch, act, blk->shortcut_dropout, g);
-            gptc_residual_forward(x, x, branch, act);
+            gptc_linear_forward_stored(w->branch, w->normed, a->w_out, a->w_out_bf16, a->b_out, M,
+                                       C, C, 0, 0);
+            gptc_dropout_forward(w->branch, w->branch, act, blk->shortcut_dropout, g);
+            gptc_residual_forward(w->x, w->x, w->branch, act);
         }
 
         /* feed-forward half of the block */
-        gptc_layernorm_forward(normed, x, blk->norm2_scale, blk->norm2_shift, M, C,
+        gptc_layernorm_forward(w->normed, w->x, blk->norm2_scale, blk->norm2_shift, M, C,
                                blk->norm2_eps);
         if (blk->shortcut_dropout == 0.0) {
-            gptc_feedforward_forward(x, normed, blk->w_fc, blk->b_fc, blk->w_proj,
-                                     blk->b_proj, M, C, blk->hidden, scratch, 1);
+            gptc_feedforward_forward(w->x, w->normed, blk, M, C, w->scratch, 1);
         } else {
-            gptc_feedforward_forward(branch, normed, blk->w_fc, blk->b_fc, blk->w_proj,
-                                     blk->b_proj, M, C, blk->hidden, scratch, 0);
-            gptc_dropout_forward(branch, branch, act, blk->shortcut_dropout, g);
-            gptc_residual_forward(x, x, branch, act);
+            gptc_feedforward_forward(w->branch, w->normed, blk, M, C, w->scratch, 0);
+            gptc_dropout_forward(w->branch, w->branch, act, blk->shortcut_dropout, g);
+            gptc_residual_forward(w->x, w->x, w->branch, act);
         }
     }
+}
 
-    gptc_layernorm_forward(normed, x, m->final_scale, m->final_shift, M, C, m->final_eps);
-    gptc_linear_forward(logits, normed, m->out_head_w, m->out_head_b, M, C, m->vocab_size);
+int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params *m,
+                     int B, int T, gptc_generator *g)
+{
+    const int C = m->emb_dim, M = B * T;
+    const int nthreads = gptc_get_num_threads();
+    const size_t act = (size_t)M * C;
+    work_buffers w;
+    float *buf = alloc_work(&w, act, scratch_floats(m, B, T, nthreads));
+    if (buf == NULL) {
+        return -1;
+    }
+    /* layer stride 0: every layer's keys and values live in w.k / w.v only
+     * as long as that layer needs them */
+    forward_tokens(m, idx, B, T, 0, w.k, w.v, 0, T, &w, g, nthreads);
+    gptc_layernorm_forward(w.normed, w.x, m->final_scale, m->final_shift, M, C, m->final_eps);
+    gptc_linear_forward_stored(logits, w.normed, m->out_head_w, m->out_head_w_bf16,
+                               m->out_head_b, M, C, m->vocab_size, 0, 0);
     free(buf);
     return 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Generation with a KV cache.
+ * ---------------------------------------------------------------------- */
+struct gptc_decoder {
+    const gptc_model_params *m;
+    int B, capacity, length;
+    int max_threads;            /* the thread count the scratch was sized for */
+    float *k_cache, *v_cache;   /* [n_layers][B][capacity][C] each */
+    size_t layer_stride;        /* B * capacity * C */
+    work_buffers w;             /* sized for a prefill of `capacity` tokens */
+    float *work;                /* the allocation behind w */
+};
+
+gptc_decoder *gptc_decoder_new(const gptc_model_params *m, int B, int capacity)
+{
+    gptc_decoder *d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        return NULL;
+    }
+    const int C = m->emb_dim;
+    d->m = m;
+    d->B = B;
+    d->capacity = capacity;
+    d->layer_stride = (size_t)B * capacity * C;
+    /* The attention scratch is per thread: sized for today's count, and a
+     * call never uses more threads than that (gptc_set_num_threads may
+     * raise the count while the decoder lives). */
+    d->max_threads = gptc_get_num_threads();
+    d->work = alloc_work(&d->w, (size_t)B * capacity * C,
+                         scratch_floats(m, B, capacity, d->max_threads));
+    const size_t cache = 2 * d->layer_stride * m->n_layers;
+    d->k_cache = malloc((cache > 0 ? cache : 1) * sizeof(float));
+    if (d->work == NULL || d->k_cache == NULL) {
+        gptc_decoder_free(d);
+        return NULL;
+    }
+    d->v_cache = d->k_cache + d->layer_stride * m->n_layers;
+    return d;
+}
+
+void gptc_decoder_free(gptc_decoder *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    free(d->work);
+    free(d->k_cache);
+    free(d);
+}
+
+int gptc_decoder_length(const gptc_decoder *d)
+{
+    return d->length;
+}
+
+static int decoder_threads(const gptc_decoder *d)
+{
+    int n = gptc_get_num_threads();
+    return n < d->max_threads ? n : d->max_threads;
+}
+
+/* Logits (B, V) of the last of the T tokens just run through the blocks:
+ * final_norm and out_head on one row per batch row only. */
+static void last_logits(gptc_decoder *d, float *logits, int T)
+{
+    const gptc_model_params *m = d->m;
+    const int C = m->emb_dim;
+    float *last = d->w.branch;   /* free after the blocks */
+    for (int b = 0; b < d->B; b++) {
+        memcpy(last + (size_t)b * C, d->w.x + ((size_t)b * T + T - 1) * C,
+               (size_t)C * sizeof(float));
+    }
+    gptc_layernorm_forward(d->w.normed, last, m->final_scale, m->final_shift, d->B, C,
+                           m->final_eps);
+    gptc_linear_forward_stored(logits, d->w.normed, m->out_head_w, m->out_head_w_bf16,
+                               m->out_head_b, d->B, C, m->vocab_size, 0, 0);
+}
+
+void gptc_decoder_prefill(gptc_decoder *d, float *logits, const int64_t *idx, int T)
+{
+    forward_tokens(d->m, idx, d->B, T, 0, d->k_cache, d->v_cache, d->layer_stride,
+                   d->capacity, &d->w, NULL, decoder_threads(d));
+    d->length = T;
+    last_logits(d, logits, T);
+}
+
+void gptc_decoder_step(gptc_decoder *d, float *logits, const int64_t *next)
+{
+    forward_tokens(d->m, next, d->B, 1, d->length, d->k_cache, d->v_cache, d->layer_stride,
+                   d->capacity, &d->w, NULL, decoder_threads(d));
+    d->length += 1;
+    last_logits(d, logits, 1);
 }

@@ -16,6 +16,7 @@
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
 #include <numpy/arrayobject.h>
 
+#include <float.h>
 #include <limits.h>
 #include <string.h>
 
@@ -119,6 +120,31 @@ static int required_f32(PyObject *obj, const char *name, int ndim, const npy_int
         return -1;
     }
     return optional_f32(obj, name, ndim, shape, out);
+}
+
+/* The dtype a model weight is checked against: uint16 if it is a uint16
+ * array (a bfloat16 copy), else float32. */
+static int weight_dtype(PyObject *obj)
+{
+    int uint16 = PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_UINT16;
+    return uint16 ? NPY_UINT16 : NPY_FLOAT32;
+}
+
+/* A Linear weight of a model: float32, or uint16 holding the bfloat16 copy
+ * Module.to_dtype("bfloat16") made of it. Exactly one of *f32 and *bf16 is
+ * set on success. */
+static int model_weight(PyObject *obj, const char *name, const npy_intp *shape,
+                        const float **f32, const uint16_t **bf16)
+{
+    *f32 = NULL;
+    *bf16 = NULL;
+    if (PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_UINT16) {
+        PyArrayObject *a = check_array(obj, name, NPY_UINT16, 2);
+        if (a == NULL || check_shape(a, name, 2, shape) < 0) return -1;
+        *bf16 = (const uint16_t *)PyArray_DATA(a);
+        return 0;
+    }
+    return required_f32(obj, name, 2, shape, f32);
 }
 
 /* Every dimension used by the C code is an int; refuse anything larger. */
@@ -654,13 +680,17 @@ static int parse_attention_params(PyObject *const *w, npy_intp d_in, npy_intp d_
     char name[160];
     npy_intp wshape[2] = {d_out, d_in}, oshape[2] = {d_out, d_out}, bshape[1] = {d_out};
 #define NAMED(s) (snprintf(name, sizeof(name), "%s%s", prefix, s), name)
-    if (required_f32(w[0], NAMED("W_query.weight"), 2, wshape, &p->w_query) < 0) return -1;
+    if (model_weight(w[0], NAMED("W_query.weight"), wshape, &p->w_query, &p->w_query_bf16) < 0)
+        return -1;
     if (optional_f32(w[1], NAMED("W_query.bias"), 1, bshape, &p->b_query) < 0) return -1;
-    if (required_f32(w[2], NAMED("W_key.weight"), 2, wshape, &p->w_key) < 0) return -1;
+    if (model_weight(w[2], NAMED("W_key.weight"), wshape, &p->w_key, &p->w_key_bf16) < 0)
+        return -1;
     if (optional_f32(w[3], NAMED("W_key.bias"), 1, bshape, &p->b_key) < 0) return -1;
-    if (required_f32(w[4], NAMED("W_value.weight"), 2, wshape, &p->w_value) < 0) return -1;
+    if (model_weight(w[4], NAMED("W_value.weight"), wshape, &p->w_value, &p->w_value_bf16) < 0)
+        return -1;
     if (optional_f32(w[5], NAMED("W_value.bias"), 1, bshape, &p->b_value) < 0) return -1;
-    if (required_f32(w[6], NAMED("out_proj.weight"), 2, oshape, &p->w_out) < 0) return -1;
+    if (model_weight(w[6], NAMED("out_proj.weight"), oshape, &p->w_out, &p->w_out_bf16) < 0)
+        return -1;
     if (optional_f32(w[7], NAMED("out_proj.bias"), 1, bshape, &p->b_out) < 0) return -1;
 #undef NAMED
     return 0;
@@ -677,7 +707,8 @@ static PyObject *py_multihead_attention(PyObject *self, PyObject *args)
     PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, 3);
     GeneratorObject *g = as_generator(gen_obj);
     if (x == NULL || g == NULL || check_dropout(p, "dropout") < 0) return NULL;
-    PyArrayObject *wq = check_array(w[0], "W_query.weight", NPY_FLOAT32, 2);
+    /* the sizes come from W_query.weight, float32 or its bfloat16 copy */
+    PyArrayObject *wq = check_array(w[0], "W_query.weight", weight_dtype(w[0]), 2);
     if (wq == NULL) return NULL;
     npy_intp B = PyArray_DIM(x, 0), T = PyArray_DIM(x, 1);
     npy_intp d_in = PyArray_DIM(wq, 1), d_out = PyArray_DIM(wq, 0);
@@ -780,14 +811,18 @@ static int parse_block(PyObject *blk_obj, int l, npy_intp C, gptc_block_params *
         required_f32(it[BLK_NORM2_SHIFT], NAMED("norm2.shift"), 1, cshape, &blk->norm2_shift) < 0 ||
         parse_eps(it[BLK_NORM2_EPS], NAMED("norm2.eps"), &blk->norm2_eps) < 0)
         return -1;
-    PyArrayObject *wfc = check_array(it[BLK_W_FC], NAMED("ff.layers.0.weight"), NPY_FLOAT32, 2);
+    /* the hidden size is the first dimension of ff.layers.0.weight, whichever dtype */
+    PyArrayObject *wfc = check_array(it[BLK_W_FC], NAMED("ff.layers.0.weight"),
+                                     weight_dtype(it[BLK_W_FC]), 2);
     if (wfc == NULL) return -1;
     npy_intp H = PyArray_DIM(wfc, 0);
     if (!fits_int(H, "hidden size")) return -1;
     npy_intp fc_shape[2] = {H, C}, proj_shape[2] = {C, H}, hshape[1] = {H};
-    if (required_f32(it[BLK_W_FC], NAMED("ff.layers.0.weight"), 2, fc_shape, &blk->w_fc) < 0 ||
+    if (model_weight(it[BLK_W_FC], NAMED("ff.layers.0.weight"), fc_shape, &blk->w_fc,
+                     &blk->w_fc_bf16) < 0 ||
         optional_f32(it[BLK_B_FC], NAMED("ff.layers.0.bias"), 1, hshape, &blk->b_fc) < 0 ||
-        required_f32(it[BLK_W_PROJ], NAMED("ff.layers.2.weight"), 2, proj_shape, &blk->w_proj) < 0 ||
+        model_weight(it[BLK_W_PROJ], NAMED("ff.layers.2.weight"), proj_shape, &blk->w_proj,
+                     &blk->w_proj_bf16) < 0 ||
         optional_f32(it[BLK_B_PROJ], NAMED("ff.layers.2.bias"), 1, cshape, &blk->b_proj) < 0)
         return -1;
     blk->hidden = (int)H;
@@ -798,24 +833,94 @@ static int parse_block(PyObject *blk_obj, int l, npy_intp C, gptc_block_params *
     return 0;
 }
 
+/* The model as gpt_forward takes it after in_idx: w holds tok_emb.weight,
+ * pos_emb.weight, blocks, final_norm.scale, final_norm.shift,
+ * final_norm.eps, out_head.weight, out_head.bias. `tokens` is the most
+ * tokens (batch * sequence) one forward will run, for the size checks. On
+ * success fills *m, returns the block array (free with PyMem_Free) and sets
+ * *blocks_seq to the blocks as a tuple (a new reference: it keeps every
+ * block's arrays alive). On failure returns NULL with an exception set. */
+static gptc_block_params *parse_model(PyObject *const *w, int n_heads, double emb_dropout,
+                                      npy_intp tokens, gptc_model_params *m,
+                                      PyObject **blocks_seq)
+{
+    PyArrayObject *tok = check_array(w[0], "tok_emb.weight", NPY_FLOAT32, 2);
+    PyArrayObject *pos = tok == NULL ? NULL : check_array(w[1], "pos_emb.weight", NPY_FLOAT32, 2);
+    if (pos == NULL) return NULL;
+    npy_intp V = PyArray_DIM(tok, 0), C = PyArray_DIM(tok, 1), ctx = PyArray_DIM(pos, 0);
+    npy_intp pshape[2] = {ctx, C};
+    const float *pos_data;
+    if (required_f32(w[1], "pos_emb.weight", 2, pshape, &pos_data) < 0) return NULL;
+    if (!fits_int(V, "vocab_size") || !fits_int(C, "emb_dim") || !fits_int(ctx, "context_length") ||
+        !fits_int(tokens, "batch * seq_len") ||
+        !fits_int(tokens * (C > 4 ? C : 4), "activation size"))
+        return NULL;
+    if (n_heads <= 0 || C % n_heads != 0) {
+        PyErr_Format(PyExc_ValueError, "emb_dim (%zd) must be divisible by n_heads (%d)",
+                     (Py_ssize_t)C, n_heads);
+        return NULL;
+    }
+    /* a tuple, so that nobody can drop a block's arrays while C reads them */
+    PyObject *blocks = PySequence_Tuple(w[2]);
+    if (blocks == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "blocks must be a sequence of tuples, got %s",
+                         Py_TYPE(w[2])->tp_name);
+        }
+        return NULL;
+    }
+    Py_ssize_t L = PyTuple_GET_SIZE(blocks);
+    if (!fits_int(L, "n_layers")) {
+        Py_DECREF(blocks);
+        return NULL;
+    }
+    gptc_block_params *bp = PyMem_Calloc(L > 0 ? (size_t)L : 1, sizeof(gptc_block_params));
+    if (bp == NULL) {
+        Py_DECREF(blocks);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t l = 0; l < L; l++) {
+        if (parse_block(PyTuple_GET_ITEM(blocks, l), (int)l, C, &bp[l]) < 0) goto fail;
+    }
+    *m = (gptc_model_params){
+        .vocab_size = (int)V, .context_length = (int)ctx, .emb_dim = (int)C,
+        .n_heads = n_heads, .n_layers = (int)L,
+        .tok_emb = (const float *)PyArray_DATA(tok), .pos_emb = pos_data,
+        .emb_dropout = emb_dropout, .blocks = bp,
+    };
+    npy_intp cshape[1] = {C}, hshape[2] = {V, C}, hbshape[1] = {V};
+    if (required_f32(w[3], "final_norm.scale", 1, cshape, &m->final_scale) < 0 ||
+        required_f32(w[4], "final_norm.shift", 1, cshape, &m->final_shift) < 0 ||
+        parse_eps(w[5], "final_norm.eps", &m->final_eps) < 0 ||
+        model_weight(w[6], "out_head.weight", hshape, &m->out_head_w, &m->out_head_w_bf16) < 0 ||
+        optional_f32(w[7], "out_head.bias", 1, hbshape, &m->out_head_b) < 0)
+        goto fail;
+    *blocks_seq = blocks;
+    return bp;
+fail:
+    PyMem_Free(bp);
+    Py_DECREF(blocks);
+    return NULL;
+}
+
 static PyObject *py_gpt_forward(PyObject *self, PyObject *args)
 {
-    PyObject *idx_obj, *tok_obj, *pos_obj, *blocks_obj, *fscale_obj, *fshift_obj, *feps_obj;
-    PyObject *head_w_obj, *head_b_obj, *gen_obj;
+    PyObject *idx_obj, *w[8], *gen_obj;
     int n_heads;
     double emb_dropout;
-    if (!PyArg_ParseTuple(args, "OOOOOOOOOidO:gpt_forward", &idx_obj, &tok_obj, &pos_obj,
-                          &blocks_obj, &fscale_obj, &fshift_obj, &feps_obj, &head_w_obj,
-                          &head_b_obj, &n_heads, &emb_dropout, &gen_obj))
+    if (!PyArg_ParseTuple(args, "OOOOOOOOOidO:gpt_forward", &idx_obj, &w[0], &w[1], &w[2],
+                          &w[3], &w[4], &w[5], &w[6], &w[7], &n_heads, &emb_dropout, &gen_obj))
         return NULL;
     PyArrayObject *idx = check_array(idx_obj, "in_idx", NPY_INT64, 2);
-    PyArrayObject *tok = check_array(tok_obj, "tok_emb.weight", NPY_FLOAT32, 2);
-    PyArrayObject *pos = check_array(pos_obj, "pos_emb.weight", NPY_FLOAT32, 2);
+    PyArrayObject *tok = check_array(w[0], "tok_emb.weight", NPY_FLOAT32, 2);
+    PyArrayObject *pos = check_array(w[1], "pos_emb.weight", NPY_FLOAT32, 2);
     GeneratorObject *g = as_generator(gen_obj);
     if (idx == NULL || tok == NULL || pos == NULL || g == NULL) return NULL;
     if (check_dropout(emb_dropout, "drop_emb.p") < 0) return NULL;
     npy_intp B = PyArray_DIM(idx, 0), T = PyArray_DIM(idx, 1);
-    npy_intp V = PyArray_DIM(tok, 0), C = PyArray_DIM(tok, 1), ctx = PyArray_DIM(pos, 0);
+    npy_intp V = PyArray_DIM(tok, 0), ctx = PyArray_DIM(pos, 0);
     if (B == 0 || T == 0) {
         PyErr_Format(PyExc_ValueError,
                      "in_idx has shape (%zd, %zd): the batch and the sequence must each hold "
@@ -829,44 +934,12 @@ static PyObject *py_gpt_forward(PyObject *self, PyObject *args)
                      (Py_ssize_t)T, (Py_ssize_t)ctx, (Py_ssize_t)ctx);
         return NULL;
     }
-    npy_intp pshape[2] = {ctx, C};
-    const float *pos_data;
-    if (required_f32(pos_obj, "pos_emb.weight", 2, pshape, &pos_data) < 0) return NULL;
-    if (!fits_int(V, "vocab_size") || !fits_int(C, "emb_dim") || !fits_int(ctx, "context_length") ||
-        !fits_int(B * T, "batch * seq_len") || !fits_int(B * T * (C > 4 ? C : 4), "activation size"))
-        return NULL;
-    if (n_heads <= 0 || C % n_heads != 0) {
-        PyErr_Format(PyExc_ValueError, "emb_dim (%zd) must be divisible by n_heads (%d)",
-                     (Py_ssize_t)C, n_heads);
-        return NULL;
-    }
-    if (check_token_ids(idx, "in_idx", V) < 0) return NULL;
-
-    PyObject *blocks = PySequence_Fast(blocks_obj, "blocks must be a sequence of tuples");
-    if (blocks == NULL) return NULL;
-    Py_ssize_t L = PySequence_Fast_GET_SIZE(blocks);
-    gptc_block_params *bp = PyMem_Calloc(L > 0 ? (size_t)L : 1, sizeof(gptc_block_params));
-    if (bp == NULL) {
-        Py_DECREF(blocks);
-        return PyErr_NoMemory();
-    }
+    gptc_model_params m;
+    PyObject *blocks;
+    gptc_block_params *bp = parse_model(w, n_heads, emb_dropout, B * T, &m, &blocks);
+    if (bp == NULL) return NULL;
     PyArrayObject *out = NULL;
-    for (Py_ssize_t l = 0; l < L; l++) {
-        if (parse_block(PySequence_Fast_GET_ITEM(blocks, l), (int)l, C, &bp[l]) < 0) goto done;
-    }
-    gptc_model_params m = {
-        .vocab_size = (int)V, .context_length = (int)ctx, .emb_dim = (int)C,
-        .n_heads = n_heads, .n_layers = (int)L,
-        .tok_emb = (const float *)PyArray_DATA(tok), .pos_emb = pos_data,
-        .emb_dropout = emb_dropout, .blocks = bp,
-    };
-    npy_intp cshape[1] = {C}, hshape[2] = {V, C}, hbshape[1] = {V};
-    if (required_f32(fscale_obj, "final_norm.scale", 1, cshape, &m.final_scale) < 0 ||
-        required_f32(fshift_obj, "final_norm.shift", 1, cshape, &m.final_shift) < 0 ||
-        parse_eps(feps_obj, "final_norm.eps", &m.final_eps) < 0 ||
-        required_f32(head_w_obj, "out_head.weight", 2, hshape, &m.out_head_w) < 0 ||
-        optional_f32(head_b_obj, "out_head.bias", 1, hbshape, &m.out_head_b) < 0)
-        goto done;
+    if (check_token_ids(idx, "in_idx", V) < 0) goto done;
 
     npy_intp dims[3] = {B, T, V};
     out = new_f32(3, dims);
@@ -887,6 +960,239 @@ done:
     Py_DECREF(blocks);
     return (PyObject *)out;
 }
+
+/* ------------------------------------------------------------------------
+ * Decoder: generation with a KV cache (gptc_decoder, model.c).
+ *
+ * Decoder(tok_emb, ..., generator, batch, capacity) takes gpt_forward's
+ * arguments without in_idx, then the batch size and how many positions to
+ * cache. It keeps references to every weight array it reads, so they stay
+ * alive (and the pointers valid) as long as the decoder does, and a lock,
+ * since its methods release the GIL while they compute.
+ * ---------------------------------------------------------------------- */
+typedef struct {
+    PyObject_HEAD
+    gptc_decoder *dec;
+    gptc_model_params m;
+    gptc_block_params *blocks;
+    PyObject *weights;   /* the constructor's arguments and the blocks tuple */
+    PyThread_type_lock lock;
+    int batch, capacity;
+} DecoderObject;
+
+static PyTypeObject DecoderType;
+
+static int Decoder_init_from(DecoderObject *self, PyObject *args)
+{
+    PyObject *w[8], *gen_obj;
+    int n_heads;
+    double emb_dropout;
+    Py_ssize_t batch, capacity;
+    if (!PyArg_ParseTuple(args, "OOOOOOOOidOnn:Decoder", &w[0], &w[1], &w[2], &w[3], &w[4],
+                          &w[5], &w[6], &w[7], &n_heads, &emb_dropout, &gen_obj, &batch,
+                          &capacity))
+        return -1;
+    if (as_generator(gen_obj) == NULL || check_dropout(emb_dropout, "drop_emb.p") < 0)
+        return -1;
+    PyArrayObject *pos = check_array(w[1], "pos_emb.weight", NPY_FLOAT32, 2);
+    if (pos == NULL) return -1;
+    npy_intp ctx = PyArray_DIM(pos, 0);
+    if (batch < 1 || batch > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "batch must be a positive integer, got %zd", batch);
+        return -1;
+    }
+    if (capacity < 1 || capacity > ctx) {
+        PyErr_Format(PyExc_ValueError,
+                     "capacity must be in [1, context_length] = [1, %zd], got %zd",
+                     (Py_ssize_t)ctx, capacity);
+        return -1;
+    }
+    if ((double)batch * (double)capacity > (double)INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "batch * capacity = %zd * %zd is too large for gptc",
+                     batch, capacity);
+        return -1;
+    }
+    PyObject *blocks;
+    self->blocks = parse_model(w, n_heads, emb_dropout, batch * capacity, &self->m, &blocks);
+    if (self->blocks == NULL) return -1;
+    /* the cache would hold keys and values computed with dropout */
+    char noisy[64] = "";
+    if (emb_dropout != 0.0) snprintf(noisy, sizeof(noisy), "drop_emb.p");
+    for (int l = 0; noisy[0] == '\0' && l < self->m.n_layers; l++) {
+        if (self->blocks[l].att_dropout != 0.0)
+            snprintf(noisy, sizeof(noisy), "trf_blocks.%d.att.dropout.p", l);
+        else if (self->blocks[l].shortcut_dropout != 0.0)
+            snprintf(noisy, sizeof(noisy), "trf_blocks.%d.drop_shortcut.p", l);
+    }
+    if (noisy[0] != '\0') {
+        PyErr_Format(PyExc_ValueError,
+                     "the KV-cache decoder runs the model in inference mode, but %s is not 0 "
+                     "(put the model in eval mode: model.eval())", noisy);
+        Py_DECREF(blocks);
+        return -1;
+    }
+    self->weights = PyTuple_Pack(2, args, blocks);
+    Py_DECREF(blocks);
+    if (self->weights == NULL) return -1;
+    self->batch = (int)batch;
+    self->capacity = (int)capacity;
+    self->lock = PyThread_allocate_lock();
+    if (self->lock == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    self->dec = gptc_decoder_new(&self->m, self->batch, self->capacity);
+    Py_END_ALLOW_THREADS
+    if (self->dec == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+static PyObject *Decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (kwds != NULL && PyDict_GET_SIZE(kwds) > 0) {
+        PyErr_SetString(PyExc_TypeError, "Decoder takes no keyword arguments");
+        return NULL;
+    }
+    DecoderObject *self = (DecoderObject *)type->tp_alloc(type, 0);
+    if (self == NULL) return NULL;
+    if (Decoder_init_from(self, args) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void Decoder_dealloc(DecoderObject *self)
+{
+    gptc_decoder_free(self->dec);
+    PyMem_Free(self->blocks);
+    Py_XDECREF(self->weights);
+    if (self->lock != NULL) PyThread_free_lock(self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* One thread at a time per decoder: its cache and buffers are one state. */
+static void lock_decoder(DecoderObject *d)
+{
+    if (!PyThread_acquire_lock(d->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(d->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static PyObject *Decoder_prefill(DecoderObject *self, PyObject *idx_obj)
+{
+    PyArrayObject *idx = check_array(idx_obj, "idx", NPY_INT64, 2);
+    if (idx == NULL) return NULL;
+    npy_intp B = PyArray_DIM(idx, 0), T = PyArray_DIM(idx, 1);
+    if (B != self->batch || T < 1 || T > self->capacity) {
+        PyErr_Format(PyExc_ValueError,
+                     "idx has shape (%zd, %zd), expected (%d, T) with 1 <= T <= capacity %d",
+                     (Py_ssize_t)B, (Py_ssize_t)T, self->batch, self->capacity);
+        return NULL;
+    }
+    if (check_token_ids(idx, "idx", self->m.vocab_size) < 0) return NULL;
+    npy_intp dims[2] = {B, self->m.vocab_size};
+    PyArrayObject *logits = new_f32(2, dims);
+    if (logits == NULL) return NULL;
+    lock_decoder(self);
+    Py_BEGIN_ALLOW_THREADS
+    gptc_decoder_prefill(self->dec, (float *)PyArray_DATA(logits),
+                         (const int64_t *)PyArray_DATA(idx), (int)T);
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(self->lock);
+    return (PyObject *)logits;
+}
+
+static PyObject *Decoder_step(DecoderObject *self, PyObject *ids_obj)
+{
+    PyArrayObject *ids = check_array(ids_obj, "next_ids", NPY_INT64, 1);
+    if (ids == NULL) return NULL;
+    npy_intp shape[1] = {self->batch};
+    if (check_shape(ids, "next_ids", 1, shape) < 0) return NULL;
+    if (check_token_ids(ids, "next_ids", self->m.vocab_size) < 0) return NULL;
+    npy_intp dims[2] = {self->batch, self->m.vocab_size};
+    PyArrayObject *logits = new_f32(2, dims);
+    if (logits == NULL) return NULL;
+    lock_decoder(self);
+    /* checked under the lock: another thread may have stepped meanwhile */
+    int length = gptc_decoder_length(self->dec);
+    if (length == 0 || length >= self->capacity) {
+        PyThread_release_lock(self->lock);
+        Py_DECREF(logits);
+        if (length == 0) {
+            PyErr_SetString(PyExc_RuntimeError, "step() needs a prefill() first");
+        } else {
+            PyErr_Format(PyExc_RuntimeError,
+                         "the cache is full (%d of capacity %d positions): prefill() the "
+                         "last tokens again", length, self->capacity);
+        }
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    gptc_decoder_step(self->dec, (float *)PyArray_DATA(logits),
+                      (const int64_t *)PyArray_DATA(ids));
+    Py_END_ALLOW_THREADS
+    PyThread_release_lock(self->lock);
+    return (PyObject *)logits;
+}
+
+static PyObject *Decoder_get_length(DecoderObject *self, void *closure)
+{
+    lock_decoder(self);
+    int length = gptc_decoder_length(self->dec);
+    PyThread_release_lock(self->lock);
+    return PyLong_FromLong(length);
+}
+
+static PyObject *Decoder_get_capacity(DecoderObject *self, void *closure)
+{
+    return PyLong_FromLong(self->capacity);
+}
+
+static PyObject *Decoder_get_batch(DecoderObject *self, void *closure)
+{
+    return PyLong_FromLong(self->batch);
+}
+
+static PyMethodDef Decoder_methods[] = {
+    {"prefill", (PyCFunction)Decoder_prefill, METH_O,
+     "prefill(idx) -> logits\n\nForget the cache and run idx (batch, T), 1 <= T <= capacity, at "
+     "positions 0 .. T - 1, caching every layer's keys and values. Returns the logits "
+     "(batch, vocab_size) of the last position only."},
+    {"step", (PyCFunction)Decoder_step, METH_O,
+     "step(next_ids) -> logits\n\nRun one more token per sequence (next_ids: (batch,) int64) "
+     "at position `length`, attending over the cache. Returns its logits (batch, vocab_size)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Decoder_getset[] = {
+    {"length", (getter)Decoder_get_length, NULL, "positions cached so far", NULL},
+    {"capacity", (getter)Decoder_get_capacity, NULL, "positions the cache can hold", NULL},
+    {"batch", (getter)Decoder_get_batch, NULL, "sequences decoded together", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject DecoderType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "gptc._C.Decoder",
+    .tp_basicsize = sizeof(DecoderObject),
+    .tp_dealloc = (destructor)Decoder_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Decoder(tok_emb, pos_emb, blocks, final_scale, final_shift, final_eps, "
+              "out_head_w, out_head_b, n_heads, emb_dropout, generator, batch, capacity)\n\n"
+              "GPTModel inference with a KV cache, for generation: gpt_forward's weight "
+              "arguments (GPTModel._one_call_arguments(), model in eval mode), the batch size "
+              "and the positions to cache (at most context_length). The cache and all "
+              "buffers are allocated once, here.",
+    .tp_methods = Decoder_methods,
+    .tp_getset = Decoder_getset,
+    .tp_new = Decoder_new,
+};
 
 /* ------------------------------------------------------------------------
  * Backward (training). Every gradient argument is an existing float32
@@ -1405,8 +1711,78 @@ static PyObject *py_adamw_update(PyObject *self, PyObject *args)
 }
 
 /* ------------------------------------------------------------------------
- * The inference attention kernel on its own (for tests and experiments)
+ * Sampling and the inference attention kernel
  * ---------------------------------------------------------------------- */
+static PyObject *py_next_tokens(PyObject *self, PyObject *args)
+{
+    PyObject *logits_obj, *temp_obj, *top_k_obj, *gen_obj;
+    if (!PyArg_ParseTuple(args, "OOOO:next_tokens", &logits_obj, &temp_obj, &top_k_obj,
+                          &gen_obj))
+        return NULL;
+    PyArrayObject *logits = check_array(logits_obj, "logits", NPY_FLOAT32, 2);
+    GeneratorObject *g = logits == NULL ? NULL : as_generator(gen_obj);
+    if (g == NULL) return NULL;
+    npy_intp B = PyArray_DIM(logits, 0), V = PyArray_DIM(logits, 1);
+    if (V < 1 || !fits_int(V, "vocab_size") || !fits_int(B, "batch")) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "logits must hold at least one value per row, got "
+                         "shape (%zd, %zd)", (Py_ssize_t)B, (Py_ssize_t)V);
+        return NULL;
+    }
+    double temperature = PyFloat_AsDouble(temp_obj);
+    if (temperature == -1.0 && PyErr_Occurred()) {
+        PyErr_Format(PyExc_TypeError, "temperature must be a number, got %s",
+                     Py_TYPE(temp_obj)->tp_name);
+        return NULL;
+    }
+    if (!(temperature >= 0.0 && temperature <= DBL_MAX)) {
+        PyErr_Format(PyExc_ValueError, "temperature must be a finite number >= 0, got %R",
+                     temp_obj);
+        return NULL;
+    }
+    long top_k = 0;
+    if (top_k_obj != Py_None) {
+        if (PyBool_Check(top_k_obj) || !PyLong_Check(top_k_obj)) {
+            PyErr_Format(PyExc_TypeError, "top_k must be None or an integer, got %s",
+                         Py_TYPE(top_k_obj)->tp_name);
+            return NULL;
+        }
+        int overflow;
+        top_k = PyLong_AsLongAndOverflow(top_k_obj, &overflow);
+        if (overflow != 0 || top_k < 1 || top_k > V) {
+            PyErr_Format(PyExc_ValueError,
+                         "top_k must be None or in [1, vocab_size] = [1, %zd], got %R",
+                         (Py_ssize_t)V, top_k_obj);
+            return NULL;
+        }
+    }
+    npy_intp dims[1] = {B};
+    PyArrayObject *next = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    if (next == NULL) return NULL;
+    float *scratch = PyMem_Malloc(gptc_sample_scratch_floats((int)V) * sizeof(float));
+    if (scratch == NULL) {
+        Py_DECREF(next);
+        return PyErr_NoMemory();
+    }
+    int bad;
+    /* greedy choice draws nothing, so it needs no generator lock */
+    if (temperature > 0.0) lock_generator(g);
+    Py_BEGIN_ALLOW_THREADS
+    bad = gptc_next_tokens((int64_t *)PyArray_DATA(next), (const float *)PyArray_DATA(logits),
+                           (int)B, (int)V, temperature, (int)top_k, &g->gen, scratch);
+    Py_END_ALLOW_THREADS
+    if (temperature > 0.0) unlock_generator(g);
+    PyMem_Free(scratch);
+    if (bad >= 0) {
+        Py_DECREF(next);
+        PyErr_Format(PyExc_ValueError,
+                     "logits row %d has no token to choose: it holds NaN%s", bad,
+                     temperature > 0.0 ? ", an infinite value, or only -inf" : "");
+        return NULL;
+    }
+    return (PyObject *)next;
+}
+
 static PyObject *py_attention_cached(PyObject *self, PyObject *args)
 {
     PyObject *q_obj, *k_obj, *v_obj;
@@ -1544,6 +1920,9 @@ static PyMethodDef module_methods[] = {
      "attention_cached(q, k_cache, v_cache, num_heads, past) -> out: inference attention of "
      "q (B, Tq, C), positions past .. past + Tq - 1, over caches (B, capacity, C) whose first "
      "past + Tq rows are filled"},
+    {"next_tokens", py_next_tokens, METH_VARARGS,
+     "next_tokens(logits, temperature, top_k, generator) -> (B,) int64: chapter 5's choice "
+     "of the next token per row (top-k filter, then argmax or sampling)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1556,12 +1935,18 @@ static struct PyModuleDef moduledef = {
 PyMODINIT_FUNC PyInit__C(void)
 {
     import_array();
-    if (PyType_Ready(&GeneratorType) < 0) return NULL;
+    if (PyType_Ready(&GeneratorType) < 0 || PyType_Ready(&DecoderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;
     Py_INCREF(&GeneratorType);
     if (PyModule_AddObject(m, "Generator", (PyObject *)&GeneratorType) < 0) {
         Py_DECREF(&GeneratorType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&DecoderType);
+    if (PyModule_AddObject(m, "Decoder", (PyObject *)&DecoderType) < 0) {
+        Py_DECREF(&DecoderType);
         Py_DECREF(m);
         return NULL;
     }

@@ -48,6 +48,12 @@ def _dropout_p(dropout):
     return dropout.p if dropout.training else 0.0
 
 
+def _stored(weight):
+    """What the C forward reads for a Linear weight: its bfloat16 copy after
+    ``to_dtype("bfloat16")`` (uint16 bits), else the float32 parameter."""
+    return weight if weight.bfloat16 is None else weight.bfloat16
+
+
 def _check_input(x, name, ndim, last_dim):
     if x.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {x.shape}")
@@ -106,9 +112,10 @@ class MultiHeadAttention(Module):
                                          _dropout_p(self.dropout))
             return self.out_proj(context)
         return _C.multihead_attention(
-            x, self.W_query.weight, self.W_query.bias, self.W_key.weight, self.W_key.bias,
-            self.W_value.weight, self.W_value.bias, self.out_proj.weight, self.out_proj.bias,
-            self.num_heads, _dropout_p(self.dropout), default_generator)
+            x, _stored(self.W_query.weight), self.W_query.bias, _stored(self.W_key.weight),
+            self.W_key.bias, _stored(self.W_value.weight), self.W_value.bias,
+            _stored(self.out_proj.weight), self.out_proj.bias, self.num_heads,
+            _dropout_p(self.dropout), default_generator)
 
 
 class FeedForward(Module):
@@ -260,15 +267,16 @@ class GPTModel(Module):
             att, ff = block.att, block.ff.layers
             block_args.append((
                 block.norm1.scale, block.norm1.shift, block.norm1.eps,
-                att.W_query.weight, att.W_query.bias, att.W_key.weight, att.W_key.bias,
-                att.W_value.weight, att.W_value.bias, att.out_proj.weight, att.out_proj.bias,
+                _stored(att.W_query.weight), att.W_query.bias, _stored(att.W_key.weight),
+                att.W_key.bias, _stored(att.W_value.weight), att.W_value.bias,
+                _stored(att.out_proj.weight), att.out_proj.bias,
                 _dropout_p(att.dropout),
                 block.norm2.scale, block.norm2.shift, block.norm2.eps,
-                ff[0].weight, ff[0].bias, ff[2].weight, ff[2].bias,
+                _stored(ff[0].weight), ff[0].bias, _stored(ff[2].weight), ff[2].bias,
                 _dropout_p(block.drop_shortcut)))
         return (self.tok_emb.weight, self.pos_emb.weight, block_args,
                 self.final_norm.scale, self.final_norm.shift, self.final_norm.eps,
-                self.out_head.weight, self.out_head.bias, n_heads,
+                _stored(self.out_head.weight), self.out_head.bias, n_heads,
                 _dropout_p(self.drop_emb), default_generator)
 
     def forward(self, in_idx):
