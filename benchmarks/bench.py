@@ -14,6 +14,9 @@ One run, one machine, the same thread count for everyone. Cases (``--cases``):
   7  streaming-read bandwidth and the decode bound it implies
   8  one training step, (2, 256), train mode (dropout 0.1): forward, cross-entropy,
      backward, AdamW (lr 0.0004, weight decay 0.1)
+  9  bfloat16 weights (model.to_dtype("bfloat16")): decode tokens/s against float32
+     (gptc.generate, case 4's prompt), the largest logit difference on the book's batch,
+     and top-1 agreement with float32 over the generated tokens
 
 Times are medians over repeated runs after a warm-up; the spread is (min-max, n).
 Ratios are PyTorch time / gptc time: above 1 means gptc is faster.
@@ -77,8 +80,8 @@ def parse_args():
     parser.add_argument("--new-tokens", type=int, default=100,
                         help="tokens to generate in case 4 (default 100)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8",
-                        help="comma-separated subset of the cases 1-8 (default: all)")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8,9",
+                        help="comma-separated subset of the cases 1-9 (default: all)")
     parser.add_argument("--json", metavar="PATH", help="also write every result to PATH")
     parser.add_argument("--memory-child", choices=["gptc", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -89,9 +92,9 @@ def parse_args():
     try:
         args.cases = sorted({int(c) for c in args.cases.split(",") if c.strip()})
     except ValueError:
-        parser.error(f"--cases takes numbers 1-8 separated by commas, got {args.cases!r}")
-    if not args.cases or not set(args.cases) <= set(range(1, 9)):
-        parser.error(f"--cases takes numbers 1-8, got {args.cases}")
+        parser.error(f"--cases takes numbers 1-9 separated by commas, got {args.cases!r}")
+    if not args.cases or not set(args.cases) <= set(range(1, 10)):
+        parser.error(f"--cases takes numbers 1-9, got {args.cases}")
     return args
 
 
@@ -588,6 +591,47 @@ def case_train_step(repeats):
     return out
 
 
+# ---------------------------------------------------------------- case 9: bfloat16
+
+def case_bfloat16(gmodel, new_tokens, repeats):
+    """gptc.generate ("Hello, I am" + new_tokens, greedy) with the float32 weights and
+    with bfloat16 copies (model.to_dtype), in one run; the largest logit difference
+    between the two on the book's batch; and, feeding the float32 continuation to the
+    bfloat16 model (teacher forcing), how often its top-1 choice is float32's."""
+    warmup, min_samples, budget = repeats
+    idx = np.array([HELLO_IDS], dtype=np.int64)
+    batch = np.array(BOOK_BATCH, dtype=np.int64)
+    out = {}
+    try:
+        for dtype in ("float32", "bfloat16"):
+            gmodel.to_dtype(dtype)
+            progress(f"  generation, {dtype} weights")
+
+            def run():
+                return gptc.generate(gmodel, idx, max_new_tokens=new_tokens, context_size=1024)
+            samples = time_calls(run, warmup, min_samples, budget)
+            out[dtype] = summary(samples)
+            out[dtype + "_samples"] = samples
+            out[dtype + "_tokens_per_s"] = new_tokens / out[dtype]["median"]
+            with gptc.no_grad():
+                ids = run()
+                out[dtype + "_ids"] = ids[0].tolist()
+                out[dtype + "_book_logits"] = gmodel(batch)
+                if dtype == "float32":
+                    text = ids
+                # the top-1 choice at each of the new_tokens positions of float32's text
+                out[dtype + "_next"] = gmodel(text[:, :-1]).argmax(-1)[0, len(HELLO_IDS) - 1:]
+    finally:
+        gmodel.to_dtype("float32")
+    out["speedup"] = out["float32"]["median"] / out["bfloat16"]["median"]
+    out["max_abs_logit_diff"] = float(np.abs(out.pop("bfloat16_book_logits")
+                                             - out.pop("float32_book_logits")).max())
+    out["top1_agreement"] = float((out.pop("bfloat16_next") == out.pop("float32_next")).mean())
+    out["identical_ids"] = out["float32_ids"] == out["bfloat16_ids"]
+    out["new_tokens"] = new_tokens
+    return out
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -633,7 +677,7 @@ def main():
     results = {"header": header, "cases": {}}
     cases = set(args.cases)
     gmodel = tmodel = ref = None
-    if cases & {1, 2, 3, 4}:
+    if cases & {1, 2, 3, 4, 9}:
         progress("building GPT-2 124M (seed 123) in gptc, loading it into PyTorch")
         gmodel, tmodel, ref = build_models()
     weight_bytes = DECODE_BYTES_124M if gmodel is None else decode_bytes(gmodel)
@@ -654,7 +698,7 @@ def main():
         print_table("GPT-2 124M forward, eval mode, all logits (float32)",
                     ["case", "gptc", "PyTorch", "ratio", "max |logit diff|"], rows)
 
-    gen = None
+    gen = bw = None
     if 4 in cases:
         progress(f"case 4: generation, {args.new_tokens} new tokens")
         gen = case_generate(gmodel, tmodel, args.new_tokens, reps["generate"])
@@ -749,6 +793,26 @@ def main():
                       f"{tr['torch_losses'][0]:.4f}", ""]])
         print("  the same weights and random token ids; the dropout masks differ, so the "
               "losses agree only roughly")
+
+    if 9 in cases:
+        progress("case 9: bfloat16 weights")
+        bf = case_bfloat16(gmodel, args.new_tokens, reps["generate"])
+        results["cases"]["9_bfloat16"] = bf
+        n = args.new_tokens
+        rows = [["decode tokens/s (gptc.generate)", fmt_rate(bf["float32"], n, "tok/s"),
+                 fmt_rate(bf["bfloat16"], n, "tok/s"), f"{bf['speedup']:.2f}"],
+                ["max |logit diff| against float32, book's batch", "",
+                 f"{bf['max_abs_logit_diff']:.2g}", ""],
+                [f"top-1 agreement with float32 over {n} tokens", "",
+                 f"{bf['top1_agreement']:.0%}", ""],
+                ["identical greedy ids", "", "yes" if bf["identical_ids"] else "no", ""]]
+        if bw is not None:
+            bound16 = 2 * bw["decode_bound_tokens_per_s"]
+            rows.append(["fraction of the bfloat16 decode bound (half the bytes of case 7)",
+                         "", f"{bf['bfloat16_tokens_per_s'] / bound16:.0%}", ""])
+        print_table(f'9. bfloat16 weights (model.to_dtype("bfloat16")), float32 accumulation: '
+                    f'"Hello, I am" + {n} tokens',
+                    ["", "float32", "bfloat16", "speed-up"], rows)
 
     total = time.perf_counter() - wall_start
     results["total_seconds"] = total
