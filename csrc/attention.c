@@ -85,55 +85,13 @@ size_t gptc_attention_cached_scratch_floats(int HS, int nthreads)
     return (size_t)nthreads * flash_scratch_floats(HS);
 }
 
-/* Bits of a float and back, without breaking strict aliasing. */
-static inline __attribute__((always_inline)) uint32_t float_bits(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof(u));
-    return u;
-}
 
-static inline __attribute__((always_inline)) float bits_float(uint32_t u)
-{
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
-/* e^x for x <= 0 (a score minus a running maximum), within about 1 ulp of
- * the exact value, in straight-line arithmetic so that a loop of them vectorises
- * (a call to expf would keep the loop scalar). e^x = 2^n e^r with
- * n = round(x / ln 2) and |r| <= ln(2) / 2; e^r is its Taylor series to
- * r^7 (the next term is below 5e-9), 2^n is built in the exponent bits.
- * x < -87.3 (e^x near the smallest normal float) gives 0, which is what
- * the masked -inf scores need; NaN stays NaN. The selects are done on
- * bits, not with branches, so that the compiler need not keep them as
- * control flow; there is no float-to-int conversion, so no value of x is
- * undefined behaviour. */
+/* e^x for x <= 0 (a score minus a running maximum): gptc_exp (internal.h),
+ * whose straight-line arithmetic vectorises; x < -87.3, the masked -inf
+ * scores included, gives 0. */
 static inline __attribute__((always_inline)) float exp_nonpositive(float x)
 {
-    const float lowest = -87.3f;
-    const uint32_t keep = x < lowest ? 0u : 0xffffffffu;   /* 0: e^x underflows */
-    const float xc = x < lowest ? lowest : x;
-    /* adding 1.5 * 2^23 rounds x / ln 2 to an integer n held in the low
-     * mantissa bits: bits(t) = bits(1.5 * 2^23) + n for |n| < 2^22 */
-    const float round_magic = 12582912.0f;
-    const float t = xc * 1.44269504088896341f + round_magic;
-    const float n = t - round_magic;
-    /* r = x - n ln 2, with ln 2 split in two so that n * ln2_hi is exact */
-    float r = xc - n * 0.693145751953125f;
-    r = r - n * 1.42860682030941723212e-6f;
-    float p = 1.0f / 5040.0f;
-    p = p * r + 1.0f / 720.0f;
-    p = p * r + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    /* 2^n for n in [-126, 0]: biased exponent n + 127 in [1, 127] */
-    const uint32_t e = (float_bits(t) - float_bits(round_magic) + 127u) << 23;
-    return bits_float(float_bits(p * bits_float(e)) & keep);
+    return gptc_exp(x);
 }
 
 /* One inference problem: queries of Tq new positions past, ..., past + Tq - 1

@@ -5,6 +5,8 @@
 #define GPTC_INTERNAL_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -19,17 +21,72 @@
  * waking a team costs a few microseconds, more than small ops take. */
 #define GPTC_PARALLEL_MIN_WORK (1 << 16)
 
-#include <math.h>
+/* Bits of a float and back, without breaking strict aliasing. */
+static inline __attribute__((always_inline)) uint32_t gptc_float_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    return u;
+}
 
-/* GELU, the tanh approximation GPT-2 was trained with (gelu.c explains it).
- * Shared by the activation layer and the matmul epilogue that fuses it,
- * so both give the same value for the same input. */
+static inline __attribute__((always_inline)) float gptc_bits_float(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* e^x within about 1 ulp, in straight-line arithmetic so that a loop of
+ * them vectorises (a call to expf would keep the loop scalar).
+ * e^x = 2^n e^r with n = round(x / ln 2) and |r| <= ln(2) / 2; e^r is its
+ * Taylor series to r^7 (the next term is below 5e-9), 2^n is built in the
+ * exponent bits. x < -87.3 (e^x near the smallest normal float) gives 0,
+ * x > 88 gives +inf (e^88.7 is the largest float); NaN stays NaN. The
+ * selects are done on bits, not with branches, so the compiler need not
+ * keep them as control flow; there is no float-to-int conversion, so no
+ * value of x is undefined behaviour. */
+static inline __attribute__((always_inline)) float gptc_exp(float x)
+{
+    const float lowest = -87.3f, highest = 88.0f;
+    const uint32_t keep = x < lowest ? 0u : 0xffffffffu;   /* 0: e^x underflows */
+    const uint32_t big = x > highest ? 0xffffffffu : 0u;    /* e^x overflows to inf */
+    float xc = x < lowest ? lowest : x;
+    xc = xc > highest ? highest : xc;
+    /* adding 1.5 * 2^23 rounds x / ln 2 to an integer n held in the low
+     * mantissa bits: bits(t) = bits(1.5 * 2^23) + n for |n| < 2^22 */
+    const float round_magic = 12582912.0f;
+    const float t = xc * 1.44269504088896341f + round_magic;
+    const float n = t - round_magic;
+    /* r = x - n ln 2, with ln 2 split in two so that n * ln2_hi is exact */
+    float r = xc - n * 0.693145751953125f;
+    r = r - n * 1.42860682030941723212e-6f;
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    /* 2^n for n in [-126, 127]: biased exponent n + 127 in [1, 254] */
+    const uint32_t e = (gptc_float_bits(t) - gptc_float_bits(round_magic) + 127u) << 23;
+    const uint32_t value = gptc_float_bits(p * gptc_bits_float(e)) & keep;
+    return gptc_bits_float((value & ~big) | (0x7f800000u & big));
+}
+
+/* GELU, the tanh approximation GPT-2 was trained with (gelu.c explains it),
+ * computed through the identity 0.5 (1 + tanh(u)) = 1 / (1 + e^(-2u)):
+ *   gelu(x) = x / (1 + e^(-2u)),   u = sqrt(2 / pi) (x + 0.044715 x^3)
+ * which needs one exponential and no tanh, so loops of it vectorise. For
+ * x far below 0, e^(-2u) is +inf and the result -0, the limit. Shared by
+ * the activation layer and the matmul epilogue that fuses it, so both give
+ * the same value for the same input. */
 #define GPTC_GELU_SQRT_2_OVER_PI 0.7978845608028654f
 
-static inline float gptc_gelu_scalar(float v)
+static inline __attribute__((always_inline)) float gptc_gelu_scalar(float v)
 {
-    float inner = GPTC_GELU_SQRT_2_OVER_PI * (v + 0.044715f * v * v * v);
-    return 0.5f * v * (1.0f + tanhf(inner));
+    float u = GPTC_GELU_SQRT_2_OVER_PI * (v + 0.044715f * v * v * v);
+    return v / (1.0f + gptc_exp(-2.0f * u));
 }
 
 /* matmul.c: C[M, N] (= or += when accumulate) A . B, where element (i, p)
