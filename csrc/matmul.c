@@ -340,26 +340,39 @@ static float dot_bf16_avx2(const float *x, const uint16_t *w, int K)
     return s;
 }
 
+/* Widen 16 bfloat16 values to float32: each becomes the top half of a float. */
+__attribute__((target("avx512f")))
+static inline __m512 widen_bf16x16(__m256i h)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* Four independent sums, as dot_1x1_avx512: a decode step is a stream of
+ * these, and one dependent chain would wait out the FMA latency. */
 __attribute__((target("avx512f")))
 static float dot_bf16_avx512(const float *x, const uint16_t *w, int K)
 {
     __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    __m512 acc2 = _mm512_setzero_ps(), acc3 = _mm512_setzero_ps();
     int k = 0;
-    for (; k + 32 <= K; k += 32) {
-        __m512i h = _mm512_loadu_si512((const void *)(w + k));
-        __m512 w0 = _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(h)), 16));
-        __m512 w1 = _mm512_castsi512_ps(
-            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(h, 1)), 16));
-        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), w0, acc0);
-        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16), w1, acc1);
+    for (; k + 64 <= K; k += 64) {
+        __m512i h01 = _mm512_loadu_si512((const void *)(w + k));
+        __m512i h23 = _mm512_loadu_si512((const void *)(w + k + 32));
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k),
+                               widen_bf16x16(_mm512_castsi512_si256(h01)), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 16),
+                               widen_bf16x16(_mm512_extracti64x4_epi64(h01, 1)), acc1);
+        acc2 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 32),
+                               widen_bf16x16(_mm512_castsi512_si256(h23)), acc2);
+        acc3 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k + 48),
+                               widen_bf16x16(_mm512_extracti64x4_epi64(h23, 1)), acc3);
     }
     for (; k + 16 <= K; k += 16) {
-        __m512 w0 = _mm512_castsi512_ps(_mm512_slli_epi32(
-            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(w + k))), 16));
-        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k), w0, acc0);
+        acc0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + k),
+                               widen_bf16x16(_mm256_loadu_si256((const __m256i *)(w + k))), acc0);
     }
-    float s = _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+    float s = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc0, acc1),
+                                                 _mm512_add_ps(acc2, acc3)));
     for (; k < K; k++) s += x[k] * bf16_to_f32(w[k]);
     return s;
 }
