@@ -321,6 +321,13 @@ static float dot_bf16_generic(const float *x, const uint16_t *w, int K)
 }
 
 #ifdef GPTC_HAVE_X86_KERNELS
+/* Widen 8 bfloat16 values to float32: each becomes the top half of a float. */
+__attribute__((target("avx2,fma")))
+static inline __m256 widen_bf16x8(__m128i h)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
 __attribute__((target("avx2,fma")))
 static float dot_bf16_avx2(const float *x, const uint16_t *w, int K)
 {
@@ -328,10 +335,8 @@ static float dot_bf16_avx2(const float *x, const uint16_t *w, int K)
     int k = 0;
     for (; k + 16 <= K; k += 16) {
         __m256i h = _mm256_loadu_si256((const __m256i *)(w + k));
-        __m256 w0 = _mm256_castsi256_ps(
-            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16));
-        __m256 w1 = _mm256_castsi256_ps(
-            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16));
+        __m256 w0 = widen_bf16x8(_mm256_castsi256_si128(h));
+        __m256 w1 = widen_bf16x8(_mm256_extracti128_si256(h, 1));
         acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k), w0, acc0);
         acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + k + 8), w1, acc1);
     }
@@ -567,7 +572,7 @@ static inline __m256 load_bf16x8(const uint16_t *src, int n)
         memcpy(tmp, src, (size_t)n * sizeof(uint16_t));
         h = _mm_loadu_si128((const __m128i *)tmp);
     }
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return widen_bf16x8(h);
 }
 
 /* n (<= 16) bfloat16 values widened to float32, zeros after them. */
@@ -582,7 +587,7 @@ static inline __m512 load_bf16x16(const uint16_t *src, int n)
         memcpy(tmp, src, (size_t)n * sizeof(uint16_t));
         h = _mm256_loadu_si256((const __m256i *)tmp);
     }
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return widen_bf16x16(h);
 }
 
 /* 8 x 8 blocks (rows, width <= 8). Masked loads and stores never touch
