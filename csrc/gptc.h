@@ -70,6 +70,9 @@ void gptc_normal_f32(gptc_generator *g, float *out, size_t n, double mean, doubl
 /* Tensor.bernoulli_(p) on a contiguous float32 tensor, as PyTorch's CPU
  * kernel does it when it does not call MKL: out[i] is 1.0f or 0.0f. */
 void gptc_bernoulli_f32(gptc_generator *g, float *out, size_t n, double p);
+/* torch.randperm(n): a random permutation of 0 .. n - 1 (0 <= n < 2^32),
+ * the same one PyTorch draws from the same generator state. */
+void gptc_randperm(gptc_generator *g, int64_t *out, int64_t n);
 /* Serialise to / restore from torch.get_rng_state()'s byte layout.
  * gptc_generator_set_state returns 0 on success, -1 if the bytes do not
  * describe a valid state (the generator is then left unchanged). */

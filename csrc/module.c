@@ -396,6 +396,39 @@ static PyObject *py_uniform_(PyObject *self, PyObject *args)
     return out_obj;
 }
 
+static PyObject *py_randperm(PyObject *self, PyObject *args)
+{
+    long long n;
+    PyObject *gen_obj;
+    if (!PyArg_ParseTuple(args, "LO:randperm", &n, &gen_obj)) return NULL;
+    GeneratorObject *g = as_generator(gen_obj);
+    if (g == NULL) return NULL;
+    if (n < 0 || n >= (1LL << 32)) {
+        PyErr_Format(PyExc_ValueError, "randperm expects 0 <= n < 2**32, got n=%lld", n);
+        return NULL;
+    }
+    npy_intp dims[1] = {(npy_intp)n};
+    PyArrayObject *out = (PyArrayObject *)PyArray_SimpleNew(1, dims, NPY_INT64);
+    if (out == NULL) return NULL;
+    lock_generator(g);
+    gptc_randperm(&g->gen, (int64_t *)PyArray_DATA(out), (int64_t)n);
+    unlock_generator(g);
+    return (PyObject *)out;
+}
+
+/* random_int64(generator): torch.empty((), dtype=torch.int64).random_(), a
+ * 64-bit draw reduced to [0, 2^63) -- how PyTorch's RandomSampler seeds the
+ * generator of each epoch's shuffle. */
+static PyObject *py_random_int64(PyObject *self, PyObject *gen_obj)
+{
+    GeneratorObject *g = as_generator(gen_obj);
+    if (g == NULL) return NULL;
+    lock_generator(g);
+    uint64_t v = gptc_random_u64(&g->gen) & 0x7fffffffffffffffull;
+    unlock_generator(g);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
 static PyObject *py_normal_(PyObject *self, PyObject *args)
 {
     PyObject *out_obj, *gen_obj;
@@ -1866,6 +1899,10 @@ static PyObject *py_isa(PyObject *self, PyObject *Py_UNUSED(ignored))
 
 static PyMethodDef module_methods[] = {
     {"uniform_", py_uniform_, METH_VARARGS, "uniform_(tensor, from, to, generator)"},
+    {"randperm", py_randperm, METH_VARARGS,
+     "randperm(n, generator): int64 permutation of 0..n-1, as torch.randperm"},
+    {"random_int64", py_random_int64, METH_O,
+     "random_int64(generator): torch.empty((), dtype=torch.int64).random_() as a Python int"},
     {"normal_", py_normal_, METH_VARARGS, "normal_(tensor, mean, std, generator)"},
     {"bernoulli_", py_bernoulli_, METH_VARARGS, "bernoulli_(tensor, p, generator)"},
     {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS,

@@ -457,3 +457,22 @@ int gptc_generator_set_state(gptc_generator *g, const uint8_t in[GPTC_RNG_STATE_
         g->has_next_float_normal ? f32_from_bits((uint32_t)get_le(in + OFF_FLOAT_NORMAL, 4)) : 0.0f;
     return 0;
 }
+
+/* ---------------------------------------------------------------------
+ * torch.randperm(n) on the CPU: a Fisher-Yates shuffle of 0 .. n - 1 from
+ * the front, element i swapped with i + (one 32-bit draw mod (n - i)).
+ * PyTorch uses 32-bit draws for every n below 2^32, the only sizes gptc
+ * accepts (checked against torch.randperm up to n = 3,000,000 by the tests).
+ * The modulo is slightly biased for large n - i; so is PyTorch's, and the
+ * point is the same permutation.
+ * --------------------------------------------------------------------- */
+void gptc_randperm(gptc_generator *g, int64_t *out, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) out[i] = i;
+    for (int64_t i = 0; i + 1 < n; i++) {
+        int64_t z = (int64_t)(gptc_random_u32(g) % (uint64_t)(n - i));
+        int64_t tmp = out[i];
+        out[i] = out[i + z];
+        out[i + z] = tmp;
+    }
+}

@@ -20,7 +20,7 @@ from .generate import generate, generate_text_simple
 from .nn import (DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, FeedForward, GPTModel,
                  LayerNorm, MultiHeadAttention, TransformerBlock)
 from .random import (Generator, default_generator, get_rng_state, initial_seed, manual_seed,
-                     rand, randn, set_rng_state)
+                     rand, randn, randperm, set_rng_state)
 from .tokenizer import TokenizerError, get_tokenizer
 from .io import load, save
 
@@ -44,6 +44,6 @@ __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "GPTModel", "DummyGPTModel", "TransformerBlock", "DummyTransformerBlock",
            "MultiHeadAttention", "FeedForward", "LayerNorm", "DummyLayerNorm",
            "generate_text_simple", "generate", "Generator", "default_generator", "manual_seed",
-           "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn",
+           "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randperm",
            "set_num_threads", "get_num_threads", "get_tokenizer", "TokenizerError", "save",
            "load", "optim", "data", "training", "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]

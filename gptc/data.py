@@ -7,7 +7,8 @@ next token at every position. ``DataLoader`` groups windows into batches.
 """
 import numpy as np
 
-from .random import default_generator, rand
+from . import _C
+from .random import Generator, default_generator, randperm
 
 __all__ = ["GPTDatasetV1", "DataLoader", "create_dataloader_v1"]
 
@@ -36,8 +37,13 @@ class DataLoader:
     """Batches of ``(inputs, targets)`` int64 arrays of shape (batch_size, max_length).
 
     With ``shuffle`` the order is a new random permutation each epoch, drawn
-    from gptc's seeded generator (so ``gptc.manual_seed`` makes it
-    reproducible); ``drop_last`` skips a final, smaller batch.
+    exactly as PyTorch's ``RandomSampler`` draws it: without a ``generator``,
+    one 64-bit draw from the default generator seeds a fresh generator for
+    the epoch's ``randperm``. Like PyTorch's DataLoader, each ``iter()`` also
+    draws a (here unused) worker base seed from the default generator. So
+    after ``gptc.manual_seed(s)`` the batches come in the same order, and
+    the generator is left in the same state, as the book's DataLoader after
+    ``torch.manual_seed(s)``. ``drop_last`` skips a final, smaller batch.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, num_workers=0,
@@ -53,10 +59,19 @@ class DataLoader:
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
+        # PyTorch's DataLoader iterator draws a base seed for its workers from
+        # the default generator when it is created, with or without workers;
+        # drawing it too keeps the generator's stream in step with PyTorch's.
+        _C.random_int64(default_generator)
+        return self._batches()
+
+    def _batches(self):
         n = len(self.dataset)
         if self.shuffle:
-            order = np.argsort(rand(n, generator=self.generator or default_generator),
-                               kind="stable")
+            generator = self.generator
+            if generator is None:
+                generator = Generator().manual_seed(_C.random_int64(default_generator))
+            order = randperm(n, generator=generator)
         else:
             order = np.arange(n)
         for start in range(0, n, self.batch_size):

@@ -10,7 +10,7 @@ import numpy as np
 from . import _C
 
 __all__ = ["Generator", "default_generator", "manual_seed", "initial_seed", "get_rng_state",
-           "set_rng_state", "rand", "randn"]
+           "set_rng_state", "rand", "randn", "randperm"]
 
 Generator = _C.Generator
 
@@ -68,3 +68,11 @@ def randn(*size, generator=None):
     """Standard normal float32 samples, as ``torch.randn(*size)``."""
     out = np.empty(_shape(size, "randn"), dtype=np.float32)
     return _C.normal_(out, 0.0, 1.0, _generator(generator))
+
+
+def randperm(n, generator=None):
+    """A random permutation of ``0 .. n - 1`` (int64), as ``torch.randperm(n)``:
+    the same permutation from the same generator state."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"randperm() expects an integer n, got {type(n).__name__}")
+    return _C.randperm(int(n), _generator(generator))

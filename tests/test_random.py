@@ -377,3 +377,26 @@ def test_dropout_matches_torch():
                 # both generators must have consumed the same number of draws
                 assert gptc.get_rng_state().tobytes() == _torch_state_bytes(torch)
     print(f"dropout: max ulp difference {worst}")
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 10, 1000, 100_000])
+def test_randperm_is_torchs(torch, n):
+    """gptc.randperm(n) after a seed is torch.randperm(n) after the same seed, and
+    it consumes the generator as PyTorch does."""
+    for seed in (0, 123, 2 ** 40 + 7):
+        torch.manual_seed(seed)
+        gptc.manual_seed(seed)
+        expected = torch.randperm(n).numpy()
+        got = gptc.randperm(n)
+        assert got.dtype == np.int64 and got.shape == (n,)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(gptc.rand(3), torch.rand(3).numpy())
+
+
+def test_randperm_rejects_bad_n():
+    with pytest.raises(ValueError, match=r"randperm expects 0 <= n < 2\*\*32, got n=-1"):
+        gptc.randperm(-1)
+    with pytest.raises(TypeError, match="randperm\\(\\) expects an integer n, got float"):
+        gptc.randperm(3.0)
+    with pytest.raises(TypeError, match="generator must be a gptc.Generator"):
+        gptc.randperm(3, generator=object())

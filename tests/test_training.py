@@ -58,6 +58,31 @@ def test_dataloader_batches_drop_last_and_seeded_shuffle(tokenizer, verdict):
     assert sorted(sum(first, [])) == sorted(sum(plain, []))
 
 
+@pytest.mark.parametrize("n,batch_size,drop_last", [(37, 4, True), (9, 2, True), (5, 3, False),
+                                                      (1, 1, True)])
+def test_shuffled_batches_come_in_pytorchs_order(torch, n, batch_size, drop_last):
+    """After the same seed, a shuffling DataLoader yields its items in the order
+    PyTorch's DataLoader (RandomSampler) does, epoch after epoch, and leaves the
+    default generator in the same state."""
+    class Items:
+        def __len__(self):
+            return n
+
+        def __getitem__(self, i):
+            return np.array([i]), np.array([i + 1])
+
+    torch.manual_seed(123)
+    gptc.manual_seed(123)
+    theirs = torch.utils.data.DataLoader(list(range(n)), batch_size=batch_size, shuffle=True,
+                                         drop_last=drop_last)
+    ours = DataLoader(Items(), batch_size=batch_size, shuffle=True, drop_last=drop_last)
+    for epoch in range(3):
+        expected = [b.tolist() for b in theirs]
+        got = [x[:, 0].tolist() for x, _ in ours]
+        assert got == expected, f"epoch {epoch}"
+    assert bytes(gptc.get_rng_state()) == bytes(torch.get_rng_state().numpy())
+
+
 def test_losses_before_training_are_the_books(tokenizer, verdict):
     """Chapter 5's set-up (GPT_CONFIG_124M with context 256, seed 123, 90/10 split,
     batch 2, eval mode): the untrained model's losses are about 10.99 (train) and
