@@ -21,10 +21,11 @@
  *    (attention_tile.h, compiled once per instruction set).
  *    The same kernel serves the KV cache (gptc_attention_cached_forward):
  *    new queries at positions past.. attend over cached keys and values.
- *  - with dropout, and for training: one query row at a time (attend_row),
- *    which draws the (B, NH, T, T) dropout mask in PyTorch's order and
- *    keeps the weights the backward needs.
+ *  - with dropout: one query row at a time (attend_row), after drawing the
+ *    (B, NH, T, T) dropout mask in PyTorch's order.
  *
+ * For training, gptc_attention_forward_train computes each head as matrix
+ * products and keeps the weights the backward needs, and
  * gptc_attention_backward turns the gradient of the output into the
  * gradients of q, k and v.
  */
@@ -355,15 +356,12 @@ void gptc_attention_cached_forward(float *out, const float *q, const float *k_ca
  * With dropout, and for training: one query row at a time.
  * ---------------------------------------------------------------------- */
 
-/* One query row: scores, softmax, optional dropout, weighted sum of v.
- * On return scores[0..i] holds the softmax weights before dropout (what the
- * training forward keeps for the backward): dropout is applied to each
- * weight as it is used, never written back. Not inlined, so the forward
- * with dropout and the training forward run the very same instructions and
- * agree bit for bit. (Without dropout, gptc_attention_forward runs the
- * blocked kernel above instead, which sums in another order: the two then
- * agree to rounding, not bit for bit.) */
-static __attribute__((noinline)) void attend_row(
+/* One query row of the forward with dropout: scores, softmax, dropout,
+ * weighted sum of v. scores is one row of scratch; dropout is applied to
+ * each weight as it is used. (Without dropout gptc_attention_forward runs
+ * the blocked kernel above, and training runs the per-head matrix products
+ * below: the three sum in different orders and agree to rounding.) */
+static void attend_row(
     float *out, const float *q, const float *k, const float *v, int i, int C, int HS,
     float divisor, const float *drop_mask, float drop_scale, float *scores)
 {

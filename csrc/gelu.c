@@ -11,8 +11,6 @@
 #include "gptc.h"
 #include "internal.h"
 
-#include <math.h>
-
 void gptc_gelu_forward(float *out, const float *x, size_t n)
 {
     long long len = (long long)n;
