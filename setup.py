@@ -1,8 +1,8 @@
 """Build of gptc's C extension, gptc._C.
 
-Every C file of csrc/ goes into one extension module. The default build is
-portable (baseline x86-64 instructions only); the matmul kernel picks AVX-512, AVX2 or plain
-C at run time. GPTC_SANITIZE=1 builds with AddressSanitizer and
+Every C file of csrc/ and csrc/arch/ goes into one extension module. The default build is
+portable (baseline instructions only); csrc/isa.c picks the kernel set (AVX-512, AVX2, NEON
+or plain C) at run time. GPTC_SANITIZE=1 builds with AddressSanitizer and
 UndefinedBehaviorSanitizer for CI (see .ci/run).
 """
 import glob
@@ -28,8 +28,9 @@ else:
 
 extension = Extension(
     "gptc._C",
-    sources=sorted(glob.glob(os.path.join("csrc", "*.c"))),
-    depends=glob.glob(os.path.join("csrc", "*.h")),
+    sources=sorted(glob.glob(os.path.join("csrc", "*.c"))
+                   + glob.glob(os.path.join("csrc", "arch", "*.c"))),
+    depends=glob.glob(os.path.join("csrc", "*.h")) + glob.glob(os.path.join("csrc", "arch", "*.h")),
     include_dirs=["csrc", numpy.get_include()],
     extra_compile_args=compile_args,
     extra_link_args=link_args,

@@ -36,6 +36,12 @@ static inline __attribute__((always_inline)) float gptc_bits_float(uint32_t u)
     return f;
 }
 
+/* bfloat16 is the top half of a float32: widening is exact, a shift. */
+static inline __attribute__((always_inline)) float gptc_bf16_to_f32(uint16_t h)
+{
+    return gptc_bits_float((uint32_t)h << 16);
+}
+
 /* e^x within about 1 ulp, in straight-line arithmetic so that a loop of
  * them vectorises (a call to expf would keep the loop scalar).
  * e^x = 2^n e^r with n = round(x / ln 2) and |r| <= ln(2) / 2; e^r is its

@@ -6,6 +6,9 @@ in C, under a thin NumPy package with the book's names.
     >>> model = gptc.GPTModel(gptc.GPT_CONFIG_124M)
     >>> logits = model(batch)          # (batch, seq_len) ids -> (batch, seq_len, 50257)
 """
+import os as _os
+import warnings as _warnings
+
 try:
     from . import _C
 except ImportError as exc:   # e.g. `python -m gptc` run inside the source checkout
@@ -25,6 +28,11 @@ from .tokenizer import TokenizerError, get_tokenizer
 from .io import load, save
 
 __version__ = "0.1.0"
+
+if _os.environ.get("GPTC_ISA") not in (None, _C.isa()):
+    _warnings.warn(f"GPTC_ISA={_os.environ['GPTC_ISA']!r} names no kernel set this build and "
+                   f"CPU support ({', '.join(_C.supported_isas())}); running {_C.isa()!r}",
+                   RuntimeWarning, stacklevel=2)
 
 
 def set_num_threads(n):
