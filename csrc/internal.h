@@ -8,10 +8,12 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Which thread of the current parallel region is running (0 outside one),
+ * to pick that thread's slice of a scratch buffer. A build without OpenMP
+ * (setup.py) ignores the #pragma omp lines and runs every loop on the
+ * calling thread, thread 0; any other omp_* call needs #ifdef _OPENMP. */
 #ifdef _OPENMP
 #include <omp.h>
-/* Which thread of the current parallel region is running (0 outside one),
- * to pick that thread's slice of a scratch buffer. */
 #define THREAD_INDEX() omp_get_thread_num()
 #else
 #define THREAD_INDEX() 0

@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <string.h>
 
+#include "build_info.h"
 #include "gptc.h"
 
 /* ------------------------------------------------------------------------
@@ -1897,6 +1898,30 @@ static PyObject *py_isa(PyObject *self, PyObject *Py_UNUSED(ignored))
     return PyUnicode_FromString(gptc_isa_name());
 }
 
+static PyObject *py_build_info(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    const gptc_build_info *info = gptc_get_build_info();
+    PyObject *isas = PyList_New(0);
+    if (isas == NULL) return NULL;
+    for (const char *const *name = info->isas_compiled; *name != NULL; name++) {
+        PyObject *item = PyUnicode_FromString(*name);
+        if (item == NULL || PyList_Append(isas, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(isas);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    PyObject *version = Py_None;   /* _OPENMP, None in a serial build */
+    if (info->openmp) version = PyLong_FromLong(info->openmp);
+    else Py_INCREF(Py_None);
+    /* N hands over the two new references, also on failure */
+    return Py_BuildValue("{s:s, s:O, s:N, s:N, s:O, s:s}", "compiler", info->compiler,
+                         "openmp", info->openmp ? Py_True : Py_False, "openmp_version", version,
+                         "isas_compiled", isas, "sanitize", info->sanitize ? Py_True : Py_False,
+                         "isa", gptc_isa_name());
+}
+
 static PyMethodDef module_methods[] = {
     {"uniform_", py_uniform_, METH_VARARGS, "uniform_(tensor, from, to, generator)"},
     {"randperm", py_randperm, METH_VARARGS,
@@ -1951,6 +1976,8 @@ static PyMethodDef module_methods[] = {
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"isa", py_isa, METH_NOARGS, "isa(): the matmul kernel in use (avx512, avx2, generic)"},
+    {"build_info", py_build_info, METH_NOARGS,
+     "build_info() -> dict: compiler, openmp, openmp_version, isas_compiled, sanitize, isa"},
     {"attention_isa", py_attention_isa, METH_NOARGS,
      "attention_isa(): the inference attention kernel in use (avx512, avx2, generic)"},
     {"attention_cached", py_attention_cached, METH_VARARGS,
