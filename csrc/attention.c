@@ -64,7 +64,7 @@ static void flash_attention(const gptc_flash_problem *pb, int B, int NH, float *
     const long long tasks = (long long)B * NH * qblocks;
     const size_t per_thread = gptc_flash_scratch_floats(pb->HS);
     const double keys = (double)pb->past + pb->Tq;
-    const double work = (double)B * NH * pb->Tq * keys * pb->HS;
+    const double work OMP_CLAUSE_ONLY = (double)B * NH * pb->Tq * keys * pb->HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && tasks > 1)
     for (long long t = 0; t < tasks; t++) {
@@ -167,7 +167,7 @@ void gptc_attention_forward(float *out, const float *q, const float *k, const fl
         drop_scale = 1.0f / (float)keep;
     }
     long long rows = (long long)B * NH * T;
-    double work = (double)B * NH * T * T * HS;
+    double work OMP_CLAUSE_ONLY = (double)B * NH * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1)
     for (long long r = 0; r < rows; r++) {
@@ -276,7 +276,7 @@ int gptc_attention_forward_train(float *out, float *att, float *noise, const flo
         for (size_t i = 0; i < n; i++) noise[i] = 1.0f;
     }
     const int heads = B * NH;
-    double work = (double)heads * T * T * HS;
+    double work OMP_CLAUSE_ONLY = (double)heads * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
     for (int bh = 0; bh < heads; bh++) {
@@ -309,7 +309,7 @@ int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
     float *scratch = malloc((size_t)nthreads * per_thread * sizeof(float));
     if (scratch == NULL) return -1;
     const int heads = B * NH;
-    double work = (double)heads * T * T * HS;
+    double work OMP_CLAUSE_ONLY = (double)heads * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
     for (int bh = 0; bh < heads; bh++) {

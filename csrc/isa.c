@@ -64,7 +64,7 @@ static const gptc_kernels *choose(void)
     return t;   /* the widest: the list is narrowest first */
 }
 
-static _Atomic(const gptc_kernels *) active = NULL;
+static _Atomic(const gptc_kernels *) active;   /* NULL until first use */
 
 const gptc_kernels *gptc_active_kernels(void)
 {

@@ -336,7 +336,7 @@ static void linear_rows(float *out, const float *x, gptc_weight w, const float *
     int chunk = N / (nthreads * 8);
     chunk = chunk < 16 ? 16 : (chunk + 1) / 2 * 2;
     const int nchunks = (N + chunk - 1) / chunk;
-    const double work = (double)M * K * N;
+    const double work OMP_CLAUSE_ONLY = (double)M * K * N;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (nthreads > 1 && work >= GPTC_PARALLEL_MIN_WORK && nchunks > 1)
     for (int c = 0; c < nchunks; c++) {
@@ -409,7 +409,7 @@ int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float 
         /* Column sums of dout, 256 columns at a time in double: a bias
          * gradient sums over every row of the batch, which may be many. */
         int nchunks = (N + 255) / 256;
-        double work = (double)M * N;
+        double work OMP_CLAUSE_ONLY = (double)M * N;
 #pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nchunks > 1)
         for (int c = 0; c < nchunks; c++) {

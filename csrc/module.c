@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <string.h>
 
+#include "build_info.h"
 #include "gptc.h"
 
 /* ------------------------------------------------------------------------
@@ -1939,6 +1940,21 @@ static PyObject *py_fma_peak(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(gflops);
 }
 
+static PyObject *py_build_info(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    const gptc_build_info *info = gptc_get_build_info();
+    PyObject *isas = isa_list(gptc_compiled_isas);
+    if (isas == NULL) return NULL;
+    PyObject *version = Py_None;   /* _OPENMP, None in a serial build */
+    if (info->openmp) version = PyLong_FromLong(info->openmp);
+    else Py_INCREF(Py_None);
+    /* N hands over the two new references, also on failure */
+    return Py_BuildValue("{s:s, s:O, s:N, s:N, s:O, s:s}", "compiler", info->compiler,
+                         "openmp", info->openmp ? Py_True : Py_False, "openmp_version", version,
+                         "isas_compiled", isas, "sanitize", info->sanitize ? Py_True : Py_False,
+                         "isa", gptc_isa_name());
+}
+
 static PyMethodDef module_methods[] = {
     {"uniform_", py_uniform_, METH_VARARGS, "uniform_(tensor, from, to, generator)"},
     {"randperm", py_randperm, METH_VARARGS,
@@ -1999,6 +2015,8 @@ static PyMethodDef module_methods[] = {
     {"fma_peak", py_fma_peak, METH_VARARGS,
      "fma_peak(nthreads, iterations): GFLOP/s of the kernel set's register-only "
      "multiply-add loop on nthreads threads, the arithmetic peak"},
+    {"build_info", py_build_info, METH_NOARGS,
+     "build_info() -> dict: compiler, openmp, openmp_version, isas_compiled, sanitize, isa"},
     {"attention_cached", py_attention_cached, METH_VARARGS,
      "attention_cached(q, k_cache, v_cache, num_heads, past) -> out: inference attention of "
      "q (B, Tq, C), positions past .. past + Tq - 1, over caches (B, capacity, C) whose first "
