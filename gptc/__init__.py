@@ -17,6 +17,7 @@ except ImportError as exc:   # e.g. `python -m gptc` run inside the source check
         "source tree. Install the package (pip install .) and run from another directory, or "
         "build in place with: python setup.py build_ext --inplace") from exc
 from . import data, nn, optim, training
+from .attention_maps import attention_weights
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .config import GPT2_SIZES, GPT_CONFIG_124M, check_config, gpt2_config
 from .generate import generate, generate_text_simple
@@ -72,6 +73,6 @@ __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "MultiHeadAttention", "FeedForward", "LayerNorm", "DummyLayerNorm",
            "generate_text_simple", "generate", "Generator", "default_generator", "manual_seed",
            "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randperm",
-           "set_num_threads", "get_num_threads", "build_info",
-           "get_tokenizer", "TokenizerError", "save",
-           "load", "optim", "data", "training", "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+           "set_num_threads", "get_num_threads", "build_info", "get_tokenizer", "TokenizerError",
+           "save", "load", "optim", "data", "training", "Tensor", "tensor", "no_grad",
+           "enable_grad", "is_grad_enabled", "attention_weights"]
