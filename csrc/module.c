@@ -47,8 +47,9 @@ static PyObject *shape_str(int ndim, const npy_intp *dims)
     return res;
 }
 
-/* The typenum check_array takes for a Linear weight as stored: float32, or
- * uint16 holding the bfloat16 bits of Module.to_dtype("bfloat16"). */
+/* The typenum check_array takes for a Linear weight stored as one array:
+ * float32, or uint16 holding the bfloat16 bits of Module.to_dtype("bfloat16")
+ * (an int8 weight is a pair of arrays: parse_weight). */
 #define WEIGHT_TYPES (-1)
 
 /* obj must be an ndarray of the given type, C-contiguous and aligned, with
@@ -58,6 +59,7 @@ static PyArrayObject *check_array(PyObject *obj, const char *name, int typenum, 
 {
     const char *tname = typenum == NPY_FLOAT32 ? "float32"
                         : typenum == NPY_UINT16 ? "uint16 (bfloat16 bits)"
+                        : typenum == NPY_INT8 ? "int8"
                         : typenum == WEIGHT_TYPES ? "float32 or uint16 (bfloat16 bits)" : "int64";
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be a %s NumPy array, got %s", name, tname,
@@ -131,18 +133,6 @@ static int required_f32(PyObject *obj, const char *name, int ndim, const npy_int
     return optional_f32(obj, name, ndim, shape, out);
 }
 
-/* A Linear weight of a model: float32, or uint16 holding the bfloat16 copy
- * Module.to_dtype("bfloat16") made of it. */
-static int model_weight(PyObject *obj, const char *name, const npy_intp *shape,
-                        gptc_weight *w)
-{
-    PyArrayObject *a = check_array(obj, name, WEIGHT_TYPES, 2);
-    if (a == NULL || check_shape(a, name, 2, shape) < 0) return -1;
-    *w = (gptc_weight){PyArray_DATA(a),
-                       PyArray_TYPE(a) == NPY_UINT16 ? GPTC_BFLOAT16 : GPTC_FLOAT32};
-    return 0;
-}
-
 /* Every dimension used by the C code is an int; refuse anything larger. */
 static int fits_int(Py_ssize_t v, const char *what)
 {
@@ -152,6 +142,79 @@ static int fits_int(Py_ssize_t v, const char *what)
         return 0;
     }
     return 1;
+}
+
+/* The int8 weight of Module.to_dtype("int8"), a pair (values, scales) as
+ * gptc._C.to_int8 returns it: values int8 [N, K], scales uint16 (bfloat16
+ * bits) [N, ceil(K / 32)]. */
+static int parse_int8_weight(PyObject *obj, const char *name, gptc_weight *w, npy_intp shape[2],
+                             PyArrayObject *arrays[2])
+{
+    char part[200];
+    if (PyTuple_GET_SIZE(obj) != 2) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be an int8 weight (values, scales), a tuple of 2 arrays, got a "
+                     "tuple of %zd items", name, PyTuple_GET_SIZE(obj));
+        return -1;
+    }
+    snprintf(part, sizeof(part), "%s values", name);
+    PyArrayObject *q = check_array(PyTuple_GET_ITEM(obj, 0), part, NPY_INT8, 2);
+    if (q == NULL) return -1;
+    snprintf(part, sizeof(part), "%s scales", name);
+    PyArrayObject *d = check_array(PyTuple_GET_ITEM(obj, 1), part, NPY_UINT16, 2);
+    if (d == NULL) return -1;
+    shape[0] = PyArray_DIM(q, 0);
+    shape[1] = PyArray_DIM(q, 1);
+    if (!fits_int(shape[1], "in_features")) return -1;
+    npy_intp want[2] = {shape[0], gptc_int8_blocks((int)shape[1])};
+    if (check_shape(d, part, 2, want) < 0) return -1;
+    *w = (gptc_weight){PyArray_DATA(q), GPTC_INT8, (const uint16_t *)PyArray_DATA(d)};
+    arrays[0] = q;
+    arrays[1] = d;
+    return 0;
+}
+
+/* A Linear weight as stored: float32, uint16 holding the bfloat16 copy
+ * Module.to_dtype("bfloat16") made of it, or the int8 pair of
+ * to_dtype("int8"). Sets *w, its shape [N, K] and the arrays it reads
+ * (arrays[1] NULL unless int8). */
+static int parse_weight(PyObject *obj, const char *name, gptc_weight *w, npy_intp shape[2],
+                        PyArrayObject *arrays[2])
+{
+    arrays[1] = NULL;
+    if (PyTuple_Check(obj)) return parse_int8_weight(obj, name, w, shape, arrays);
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a float32 or uint16 (bfloat16 bits) NumPy array, or an int8 "
+                     "weight (values, scales) from to_int8, got %s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    PyArrayObject *a = check_array(obj, name, WEIGHT_TYPES, 2);
+    if (a == NULL) return -1;
+    shape[0] = PyArray_DIM(a, 0);
+    shape[1] = PyArray_DIM(a, 1);
+    *w = (gptc_weight){PyArray_DATA(a),
+                       PyArray_TYPE(a) == NPY_UINT16 ? GPTC_BFLOAT16 : GPTC_FLOAT32, NULL};
+    arrays[0] = a;
+    return 0;
+}
+
+/* A Linear weight of a model, of the given shape [N, K]. */
+static int model_weight(PyObject *obj, const char *name, const npy_intp *shape,
+                        gptc_weight *w)
+{
+    npy_intp got[2];
+    PyArrayObject *arrays[2];
+    if (parse_weight(obj, name, w, got, arrays) < 0) return -1;
+    if (got[0] == shape[0] && got[1] == shape[1]) return 0;
+    PyObject *g = shape_str(2, got), *want = shape_str(2, shape);
+    if (g != NULL && want != NULL) {
+        PyErr_Format(PyExc_ValueError, "%s has shape %U, expected %U", name, g, want);
+    }
+    Py_XDECREF(g);
+    Py_XDECREF(want);
+    return -1;
 }
 
 static int check_dropout(double p, const char *name)
@@ -503,8 +566,8 @@ static int check_disjoint(PyArrayObject *const *outs, const char *const *out_nam
                           PyArrayObject *const *ins, const char *const *in_names, int n_in,
                           int allow_same);
 
-/* linear: the weight is float32, or uint16 holding bfloat16 bits (the copy
- * Module.to_dtype("bfloat16") keeps). */
+/* linear: the weight is float32, uint16 holding bfloat16 bits (the copy
+ * Module.to_dtype("bfloat16") keeps) or an int8 pair (to_dtype("int8")). */
 static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"input", "weight", "bias", "gelu", "out", NULL};
@@ -520,13 +583,14 @@ static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
     }
     int gelu = gelu_obj == Py_True;
     PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
-    PyArrayObject *w = check_array(w_obj, "weight", WEIGHT_TYPES, 2);
-    if (x == NULL || w == NULL) return NULL;
-    gptc_weight weight = {PyArray_DATA(w), PyArray_TYPE(w) == NPY_UINT16 ? GPTC_BFLOAT16
-                                                                         : GPTC_FLOAT32};
-    npy_intp rows, K, N = PyArray_DIM(w, 0);
+    if (x == NULL) return NULL;
+    gptc_weight weight;
+    npy_intp wshape[2];
+    PyArrayObject *w[2];
+    if (parse_weight(w_obj, "weight", &weight, wshape, w) < 0) return NULL;
+    npy_intp rows, K, N = wshape[0];
     if (rows_and_width(x, "input", &rows, &K) < 0) return NULL;
-    if (check_last_dim(x, "input", PyArray_DIM(w, 1)) < 0) return NULL;
+    if (check_last_dim(x, "input", wshape[1]) < 0) return NULL;
     if (!fits_int(N, "out_features")) return NULL;
     const float *bias;
     npy_intp bshape[1] = {N};
@@ -547,9 +611,10 @@ static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
             return NULL;
         }
         if (grad_out(out_obj, "out", nd, dims, &out) < 0) return NULL;
-        PyArrayObject *outs[] = {out}, *ins[] = {x, w};
-        const char *out_names[] = {"out"}, *in_names[] = {"input", "weight"};
-        if (check_disjoint(outs, out_names, 1, ins, in_names, 2, 0) < 0) return NULL;
+        PyArrayObject *outs[] = {out}, *ins[] = {x, w[0], w[1]};
+        const char *out_names[] = {"out"}, *in_names[] = {"input", "weight", "weight scales"};
+        if (check_disjoint(outs, out_names, 1, ins, in_names, w[1] != NULL ? 3 : 2, 0) < 0)
+            return NULL;
         Py_INCREF(out);
     } else {
         out = new_f32(nd, dims);
@@ -577,6 +642,34 @@ static PyObject *py_to_bfloat16(PyObject *self, PyObject *x_obj)
                      (size_t)PyArray_SIZE(x));
     Py_END_ALLOW_THREADS
     return (PyObject *)out;
+}
+
+/* to_int8(array): the float32 values (last axis: a row) as int8 blocks,
+ * the pair (values int8, same shape; scales uint16, bfloat16 bits, the
+ * last axis ceil(K / 32) long) that linear takes as an int8 weight. */
+static PyObject *py_to_int8(PyObject *self, PyObject *x_obj)
+{
+    PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
+    if (x == NULL) return NULL;
+    npy_intp rows, K;
+    if (rows_and_width(x, "input", &rows, &K) < 0) return NULL;
+    int nd = PyArray_NDIM(x);
+    npy_intp dims[NPY_MAXDIMS];
+    memcpy(dims, PyArray_DIMS(x), nd * sizeof(npy_intp));
+    PyObject *values = PyArray_SimpleNew(nd, dims, NPY_INT8);
+    dims[nd - 1] = gptc_int8_blocks((int)K);
+    PyObject *scales = values == NULL ? NULL : PyArray_SimpleNew(nd, dims, NPY_UINT16);
+    PyObject *pair = scales == NULL ? NULL : PyTuple_Pack(2, values, scales);
+    if (pair != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        gptc_quantize_int8((int8_t *)PyArray_DATA((PyArrayObject *)values),
+                           (uint16_t *)PyArray_DATA((PyArrayObject *)scales),
+                           (const float *)PyArray_DATA(x), (size_t)rows, (int)K, K);
+        Py_END_ALLOW_THREADS
+    }
+    Py_XDECREF(values);
+    Py_XDECREF(scales);
+    return pair;
 }
 
 static PyObject *py_layer_norm(PyObject *self, PyObject *args)
@@ -723,11 +816,13 @@ static PyObject *py_multihead_attention(PyObject *self, PyObject *args)
     PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, 3);
     GeneratorObject *g = as_generator(gen_obj);
     if (x == NULL || g == NULL || check_dropout(p, "dropout") < 0) return NULL;
-    /* the sizes come from W_query.weight, float32 or its bfloat16 copy */
-    PyArrayObject *wq = check_array(w[0], "W_query.weight", WEIGHT_TYPES, 2);
-    if (wq == NULL) return NULL;
+    /* the sizes come from W_query.weight, float32 or its bfloat16 or int8 copy */
+    gptc_weight wq;
+    npy_intp wq_shape[2];
+    PyArrayObject *wq_arrays[2];
+    if (parse_weight(w[0], "W_query.weight", &wq, wq_shape, wq_arrays) < 0) return NULL;
     npy_intp B = PyArray_DIM(x, 0), T = PyArray_DIM(x, 1);
-    npy_intp d_in = PyArray_DIM(wq, 1), d_out = PyArray_DIM(wq, 0);
+    npy_intp d_in = wq_shape[1], d_out = wq_shape[0];
     if (check_last_dim(x, "input", d_in) < 0) return NULL;
     if (num_heads <= 0 || d_out % num_heads != 0) {
         PyErr_Format(PyExc_ValueError, "d_out (%zd) must be divisible by num_heads (%d)",
@@ -828,10 +923,12 @@ static int parse_block(PyObject *blk_obj, int l, npy_intp C, gptc_block_params *
         parse_eps(it[BLK_NORM2_EPS], NAMED("norm2.eps"), &blk->norm2_eps) < 0)
         return -1;
     /* the hidden size is the first dimension of ff.layers.0.weight, whichever dtype */
-    PyArrayObject *wfc = check_array(it[BLK_W_FC], NAMED("ff.layers.0.weight"), WEIGHT_TYPES,
-                                     2);
-    if (wfc == NULL) return -1;
-    npy_intp H = PyArray_DIM(wfc, 0);
+    npy_intp fc_dims[2];
+    PyArrayObject *fc_arrays[2];
+    if (parse_weight(it[BLK_W_FC], NAMED("ff.layers.0.weight"), &blk->w_fc, fc_dims,
+                     fc_arrays) < 0)
+        return -1;
+    npy_intp H = fc_dims[0];
     if (!fits_int(H, "hidden size")) return -1;
     npy_intp fc_shape[2] = {H, C}, proj_shape[2] = {C, H}, hshape[1] = {H};
     if (model_weight(it[BLK_W_FC], NAMED("ff.layers.0.weight"), fc_shape, &blk->w_fc) < 0 ||
@@ -1966,10 +2063,15 @@ static PyMethodDef module_methods[] = {
     {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS,
      "linear(input, weight, bias_or_None, *, gelu=False, out=None): input . weight^T + bias, "
      "then GELU if gelu; with out, out += input . weight^T + bias and out is returned. "
-     "weight is float32, or uint16 bfloat16 bits (from to_bfloat16), widened as read"},
+     "weight is float32, uint16 bfloat16 bits (from to_bfloat16), widened as read, or an "
+     "int8 pair (values, scales) from to_int8"},
     {"to_bfloat16", py_to_bfloat16, METH_O,
      "to_bfloat16(float32 array): uint16 array of the values rounded to bfloat16 "
      "(nearest even)"},
+    {"to_int8", py_to_int8, METH_O,
+     "to_int8(float32 array) -> (values, scales): each block of 32 along the last axis "
+     "(fewer at its end) as int8 values q = round(x / d) and the scale d = max |x| / 127, "
+     "bfloat16 bits in uint16 (both rounded to nearest even; q clamped to [-127, 127])"},
     {"layer_norm", py_layer_norm, METH_VARARGS, "layer_norm(input, scale, shift, eps)"},
     {"gelu", py_gelu, METH_O, "gelu(input)"},
     {"relu", py_relu, METH_O, "relu(input)"},

@@ -434,7 +434,7 @@ B = np.zeros(5, np.float32)
     ((X.astype(np.float64), W, B), TypeError, r"input must have dtype float32, got float64"),
     ((X, W.astype(np.float64), B), TypeError, r"weight must have dtype float32 or uint16 \(bfloat16 bits\), got float64"),
     ((X, W.astype(np.int64), B), TypeError, r"weight must have dtype float32 or uint16 \(bfloat16 bits\), got int64"),
-    ((X, W.tolist(), B), TypeError, r"weight must be a float32 or uint16 \(bfloat16 bits\) NumPy array, got list"),
+    ((X, W.tolist(), B), TypeError, r"weight must be a float32 or uint16 \(bfloat16 bits\) NumPy array, or an int8 weight \(values, scales\) from to_int8, got list"),
     ((X, W[None], B), ValueError, r"weight must have 2 dimensions, got shape \(1, 5, 8\)"),
     ((X, W[0], B), ValueError, r"weight must have 2 dimensions, got shape \(8,\)"),
     ((X, np.asfortranarray(W), B), ValueError, r"weight must be a C-contiguous"),

@@ -78,7 +78,8 @@ class Linear(Module):
     def extra_repr(self):
         text = (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
-        return text + (", weight_dtype=bfloat16" if self.weight.bfloat16 is not None else "")
+        dtype = self.weight.inference_dtype
+        return text + (f", weight_dtype={dtype}" if dtype != "float32" else "")
 
 
 class Embedding(Module):
