@@ -168,6 +168,7 @@ const gptc_kernels gptc_kernels_avx2 = {
     .pack_bf16 = pack_bf16,
     .rows_f32 = rows_f32,
     .rows_bf16 = rows_bf16,
+    .packed_min_rows = 16,
     .flash_task = att_flash_task,
     .fma_loop = fma_loop,
     .fma_flops_per_iteration = 12 * 8 * 2,
