@@ -25,11 +25,17 @@ typedef float32x4_t vf;
 
 static inline vf vf_zero(void) { return vdupq_n_f32(0.0f); }
 static inline vf vf_loadu(const float *p) { return vld1q_f32(p); }
+/* The first n (0..3) floats, by lane loads of exactly those: a memcpy into
+ * a temporary here made GCC 12 keep the few-rows tile's accumulators in
+ * memory, stored back at every step of its main loop (the tail it sits in
+ * was too big to unroll, so the array stayed indexed by loop counters). */
 static inline vf vf_load_part(const float *p, int n)
 {
-    float tmp[VF_LANES] = {0.0f};
-    memcpy(tmp, p, (size_t)n * sizeof(float));
-    return vld1q_f32(tmp);
+    const float32x2_t z = vdup_n_f32(0.0f);
+    if (n <= 0) return vdupq_n_f32(0.0f);
+    if (n == 1) return vcombine_f32(vld1_lane_f32(p, z, 0), z);
+    if (n == 2) return vcombine_f32(vld1_f32(p), z);
+    return vcombine_f32(vld1_f32(p), vld1_lane_f32(p + 2, z, 0));
 }
 /* bfloat16 widened: each value shifted into the top half of a float */
 static inline vf vf_load_bf16(const uint16_t *p)
@@ -40,6 +46,9 @@ static inline vf vf_fma(vf a, vf b, vf c) { return vfmaq_f32(c, a, b); }
 static inline vf vf_add(vf a, vf b) { return vaddq_f32(a, b); }
 static inline float vf_hsum(vf v) { return vaddvq_f32(v); }
 
+/* 4 x 4 few-rows tiles: 16 accumulators + 4 W vectors + 1 x vector of the
+ * 32 registers */
+#define ROWS_NR 4
 #include "rows_simd.h"
 
 /* ---- packed GEMM: a 6 x 16 tile, twenty-four accumulators + four B
@@ -199,6 +208,10 @@ const gptc_kernels gptc_kernels_neon = {
     .pack_bf16 = pack_bf16,
     .rows_f32 = rows_f32,
     .rows_bf16 = rows_bf16,
+    /* AVX2's crossing, whose GEMM tile is 6 x 16 too. Not measured on ARM64
+     * hardware (here the kernels are only tested, under qemu): timing both
+     * paths on GPT-2's weight shapes on such a machine would set it. */
+    .packed_min_rows = 16,
     .flash_task = att_flash_task,
     .fma_loop = fma_loop,
     .fma_flops_per_iteration = FMA_CHAINS * 4 * 2,

@@ -197,6 +197,9 @@ static double check_table(const gptc_kernels *t, const char *name)
     if (GPTC_MAX_NR % t->nr != 0) {
         err = broken("table", "nr does not divide GPTC_MAX_NR", t->nr, GPTC_MAX_NR, 0);
     }
+    if (t->packed_min_rows < 1) {
+        err = broken("table", "packed_min_rows below 1", t->packed_min_rows, 0, 0);
+    }
     if (t->tile == NULL || t->pack_f32 == NULL || t->pack_bf16 == NULL ||
         t->rows_f32 == NULL || t->rows_bf16 == NULL || t->flash_task == NULL ||
         t->fma_loop == NULL || t->fma_flops_per_iteration <= 0) {
@@ -411,14 +414,17 @@ static const shape linear_shapes[] = {
 };
 #define NSHAPES ((int)(sizeof(linear_shapes) / sizeof(linear_shapes[0])))
 
-static double check_linear(int bf16)
+static double check_linear(const gptc_kernels *t, int bf16)
 {
     static const int flag_sets[] = {0, GPTC_LINEAR_GELU, GPTC_LINEAR_ACCUMULATE};
+    /* and the two sides of this table's switch to the packed GEMM */
+    const shape crossing[2] = {{t->packed_min_rows - 1, 33, 21}, {t->packed_min_rows, 33, 21}};
     double worst = 0.0;
-    for (int s = 0; s < NSHAPES; s++) {
-        for (int f = 0; f < 3; f++) {
+    for (int s = 0; s < NSHAPES + 2; s++) {
+        const shape sh = s < NSHAPES ? linear_shapes[s] : crossing[s - NSHAPES];
+        for (int f = 0; f < 3 && sh.M > 0; f++) {
             for (int with_bias = 0; with_bias <= 1; with_bias++) {
-                const int M = linear_shapes[s].M, K = linear_shapes[s].K, N = linear_shapes[s].N;
+                const int M = sh.M, K = sh.K, N = sh.N;
                 const int flags = flag_sets[f];
                 product p = make_product(M, K, N, bf16, with_bias);
                 for (int m = 0; m < M; m++) {
@@ -685,7 +691,8 @@ static void check_kernel_set(const char *isa)
         return;
     }
     const gptc_kernels *t = gptc_active_kernels();
-    printf("%s: %d x %d tile, pack width %d\n", isa, t->mr, t->nr, t->pack_width);
+    printf("%s: %d x %d tile, pack width %d, packed GEMM from %d rows\n", isa, t->mr, t->nr,
+           t->pack_width, t->packed_min_rows);
     running_isa = isa;
 /* the kernel's name is set before its check runs, for on_fault */
 #define RUN(kernel, check, tol) (running_kernel = (kernel), report(isa, (kernel), (check), (tol)))
@@ -695,8 +702,8 @@ static void check_kernel_set(const char *isa)
     RUN("pack_bf16", check_pack(t, 1), TOL_EXACT);
     RUN("rows_f32", check_rows(t, 0), TOL_SUM);
     RUN("rows_bf16", check_rows(t, 1), TOL_SUM);
-    RUN("linear_f32", check_linear(0), TOL_SUM);
-    RUN("linear_bf16", check_linear(1), TOL_SUM);
+    RUN("linear_f32", check_linear(t, 0), TOL_SUM);
+    RUN("linear_bf16", check_linear(t, 1), TOL_SUM);
     running_kernel = "linear_backward";
     check_backward(isa);
     RUN("gemm_serial", check_gemm_serial(), TOL_SUM);
