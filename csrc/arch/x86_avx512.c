@@ -60,6 +60,12 @@ TARGET static inline float vf_hsum(vf v) { return _mm512_reduce_add_ps(v); }
 TARGET static void tile(int kc, const float *ap, const float *bp, float *c, ptrdiff_t ldc,
                         int add)
 {
+    /* C's 32 floats of each row span at most three cache lines; asking for
+     * the first and last now lets them arrive while the loop below runs */
+    for (int i = 0; i < MR; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
     __m512 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++) {
