@@ -22,7 +22,10 @@ from .nn import (DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, FeedForwa
 from .random import (Generator, default_generator, get_rng_state, initial_seed, manual_seed,
                      rand, randn, randperm, set_rng_state)
 from .tokenizer import TokenizerError, get_tokenizer
-from .io import load, save
+from .io import CheckpointFormatError, load, save
+from .download import DownloadError
+from .pretrained import (download_and_load_gpt2, gpt2_config_from_hparams,
+                         load_gpt2_params_from_tf_ckpt, load_weights_into_gpt)
 
 __version__ = "0.1.0"
 
@@ -46,4 +49,6 @@ __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "generate_text_simple", "generate", "Generator", "default_generator", "manual_seed",
            "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randperm",
            "set_num_threads", "get_num_threads", "get_tokenizer", "TokenizerError", "save",
-           "load", "optim", "data", "training", "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled"]
+           "load", "optim", "data", "training", "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
+           "download_and_load_gpt2", "load_gpt2_params_from_tf_ckpt", "load_weights_into_gpt",
+           "gpt2_config_from_hparams", "CheckpointFormatError", "DownloadError"]

@@ -249,6 +249,20 @@ class GPTModel(Module):
         if tie_weights:
             self.out_head.weight = self.tok_emb.weight
 
+    @classmethod
+    def from_pretrained(cls, path):
+        """A GPTModel (in eval mode) from a Hugging Face GPT-2 directory: config.json
+        and model.safetensors as ``GPT2LMHeadModel.save_pretrained`` writes them
+        (gptc/huggingface.py)."""
+        from ..huggingface import from_pretrained
+        return from_pretrained(path, cls)
+
+    def save_pretrained(self, path):
+        """Write this model to the directory ``path`` in Hugging Face's GPT-2
+        layout, which ``transformers.GPT2LMHeadModel.from_pretrained`` opens."""
+        from ..huggingface import save_pretrained
+        save_pretrained(self, path)
+
     def _one_call_arguments(self):
         """The weights in the order gptc._C.gpt_forward takes them, or None if
         a submodule was replaced by something the C forward does not know."""
