@@ -16,7 +16,7 @@ except ImportError as exc:   # e.g. `python -m gptc` run inside the source check
 from . import data, nn, optim, training
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .config import GPT2_SIZES, GPT_CONFIG_124M, check_config, gpt2_config
-from .generate import generate, generate_text_simple
+from .generate import generate, generate_stream, generate_text_simple
 from .nn import (DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, FeedForward, GPTModel,
                  LayerNorm, MultiHeadAttention, TransformerBlock)
 from .random import (Generator, default_generator, get_rng_state, initial_seed, manual_seed,
@@ -46,7 +46,7 @@ def get_num_threads():
 __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "GPTModel", "DummyGPTModel", "TransformerBlock", "DummyTransformerBlock",
            "MultiHeadAttention", "FeedForward", "LayerNorm", "DummyLayerNorm",
-           "generate_text_simple", "generate", "Generator", "default_generator", "manual_seed",
+           "generate_text_simple", "generate", "generate_stream", "Generator", "default_generator", "manual_seed",
            "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randperm",
            "set_num_threads", "get_num_threads", "get_tokenizer", "TokenizerError", "save",
            "load", "optim", "data", "training", "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled",

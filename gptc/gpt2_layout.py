@@ -97,9 +97,10 @@ def _plan(model):
 
 
 def _source_shape(targets):
-    """The shape the GPT-2 tensor must have to fill ``targets``."""
+    """The shape the GPT-2 tensor must have to fill ``targets`` (absent query, key
+    and value biases are the columns of c_attn/b)."""
     _, param, cols, transposed = targets[0]
-    shape = param.shape[::-1] if transposed else param.shape
+    shape = () if param is None else param.shape[::-1] if transposed else param.shape
     if cols is not None:
         shape = shape[:-1] + (sum(c.stop - c.start for _, _, c, _ in targets),)
     return tuple(shape)

@@ -35,7 +35,7 @@ from .io import CheckpointFormatError
 from .json_file import read_json_object
 from .mapped_file import mapped_array
 
-__all__ = ["from_pretrained", "save_pretrained", "read_config"]
+__all__ = ["from_pretrained", "save_pretrained", "read_config", "weight_file_names"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -193,7 +193,7 @@ class _HubSource:
         self.where = directory
         self.files = {}
         self.location = {}                     # key -> _SafetensorsFile
-        for filename in _weight_file_names(directory):
+        for filename in weight_file_names(directory):
             st = _SafetensorsFile(os.path.join(directory, filename))
             self.files[filename] = st
             for key in st.tensors:
@@ -243,7 +243,7 @@ class _HubSource:
         return self.location[self.keys[name]].mapped(self.keys[name])
 
 
-def _weight_file_names(directory):
+def weight_file_names(directory):
     """The safetensors files of ``directory``: model.safetensors, or the shards
     its index lists; a directory holding only pickles is refused."""
     if os.path.isfile(os.path.join(directory, WEIGHTS_NAME)):

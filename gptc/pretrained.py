@@ -28,7 +28,7 @@ from .json_file import read_json_object
 from .tf_checkpoint import CheckpointIndex, TFCheckpoint, latest_checkpoint
 
 __all__ = ["download_and_load_gpt2", "load_gpt2_params_from_tf_ckpt", "load_weights_into_gpt",
-           "gpt2_model_from_tf_ckpt", "gpt2_config_from_hparams", "BASE_URL",
+           "gpt2_model_from_tf_ckpt", "gpt2_config_from_hparams", "read_hparams", "BASE_URL",
            "BACKUP_BASE_URL", "MODEL_SIZES", "MODEL_FILES"]
 
 #: Where OpenAI publishes the checkpoints: BASE_URL/124M/model.ckpt.index, ...
@@ -208,7 +208,7 @@ def gpt2_model_from_tf_ckpt(model_dir):
     file), reading each tensor straight into its parameter."""
     from .nn import GPTModel
     from .nn.utils import skip_init
-    settings = _read_hparams(os.path.join(model_dir, "hparams.json"))
+    settings = read_hparams(os.path.join(model_dir, "hparams.json"))
     prefix = latest_checkpoint(model_dir) or os.path.join(model_dir, "model.ckpt")
     checkpoint = _open_checked(prefix, settings)
     model = skip_init(GPTModel, gpt2_config_from_hparams(settings), tie_weights=True)
@@ -216,7 +216,8 @@ def gpt2_model_from_tf_ckpt(model_dir):
     return model.eval()
 
 
-def _read_hparams(path):
+def read_hparams(path):
+    """OpenAI's hparams.json at ``path``, checked (five positive integers)."""
     return _checked_hparams(read_json_object(path, ", ".join(_HPARAMS), 1 << 16), path)
 
 
@@ -230,7 +231,7 @@ def _complete(model_dir, name):
         if name == "checkpoint":
             latest_checkpoint(model_dir)
         elif name == "hparams.json":
-            _read_hparams(path)
+            read_hparams(path)
         elif name == "model.ckpt.index":
             CheckpointIndex(path)
         else:
@@ -278,6 +279,6 @@ def download_and_load_gpt2(model_size, models_dir, base_url=None, backup_base_ur
                 os.remove(path)
         download_file(f"{base_url}/{model_size}/{name}", path,
                       f"{backup_base_url}/{model_size}/{name}", expected_size=expected)
-    settings = _read_hparams(os.path.join(model_dir, "hparams.json"))
+    settings = read_hparams(os.path.join(model_dir, "hparams.json"))
     prefix = latest_checkpoint(model_dir) or os.path.join(model_dir, "model.ckpt")
     return settings, load_gpt2_params_from_tf_ckpt(prefix, settings)
