@@ -20,9 +20,9 @@ import os
 import re
 import sys
 import time
-import urllib.error
-import urllib.request
-from http.client import HTTPException
+
+# urllib and http.client are imported where they are used: they would add a
+# sixth to the time of every `import gptc`.
 
 __all__ = ["download_file", "DownloadError"]
 
@@ -45,6 +45,7 @@ def download_file(url, destination, backup_url=None, expected_size=None):
     Returns ``destination``. Raises DownloadError (an OSError) naming the file,
     each URL and what went wrong with it when no URL delivers the file.
     """
+    from http.client import HTTPException
     destination = os.fspath(destination)
     failures = []
     for candidate in [url] + ([backup_url] if backup_url else []):
@@ -58,6 +59,7 @@ def download_file(url, destination, backup_url=None, expected_size=None):
 
 
 def _reason(exc):
+    import urllib.error
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code} {exc.reason}"
     if isinstance(exc, urllib.error.URLError):
@@ -66,6 +68,8 @@ def _reason(exc):
 
 
 def _fetch(url, destination, expected_size):
+    import urllib.error
+    import urllib.request
     part = destination + ".part"
     have = os.path.getsize(part) if os.path.exists(part) else 0
     if expected_size is not None and have > expected_size:

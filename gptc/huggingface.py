@@ -129,7 +129,7 @@ class _SafetensorsFile:
             raw = f.read(header_len)
         try:
             header = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             self.fail(f"the header is not valid JSON ({exc})")
         if not isinstance(header, dict):
             self.fail("the header is not a JSON object")
@@ -190,12 +190,9 @@ class _HubSource:
     """The safetensors files of a Hugging Face directory, seen by GPT-2 name."""
 
     def __init__(self, directory, cfg, tied):
-        self.where = directory
-        self.files = {}
-        self.location = {}                     # key -> _SafetensorsFile
+        self.location = {}                     # key -> the _SafetensorsFile holding it
         for filename in weight_file_names(directory):
             st = _SafetensorsFile(os.path.join(directory, filename))
-            self.files[filename] = st
             for key in st.tensors:
                 self.location[key] = st
         keys = [k for k in self.location if not _IGNORED.fullmatch(k)]

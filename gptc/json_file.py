@@ -18,7 +18,7 @@ def read_json_object(path, what, max_bytes=1 << 20):
                                     f"{what}")
     try:
         value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointFormatError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(value, dict):
         raise CheckpointFormatError(f"{path}: expected a JSON object of {what}")
