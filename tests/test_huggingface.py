@@ -10,7 +10,7 @@ import pytest
 
 import gptc
 from gptc.io import CheckpointFormatError
-from conftest import report
+from conftest import REPO_ROOT, report
 
 CONFIG = dict(vocab_size=120, n_positions=24, n_embd=48, n_layer=3, n_head=4)
 IDS = np.array([[5, 17, 119, 0, 42, 42, 7], [1, 2, 3, 4, 5, 6, 7]])
@@ -275,23 +275,15 @@ def test_customised_model_is_not_saved(tmp_path):
         model.save_pretrained(tmp_path)
 
 
-MEMORY_PROBE = """
-import resource, sys, time
-import gptc
-
-def status(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-
-before = status("VmRSS")
-start = time.perf_counter()
-model = gptc.GPTModel.from_pretrained(sys.argv[1])
-seconds = time.perf_counter() - start
-params = sum(p.nbytes for p in model.parameters())
-print(before, status("VmHWM"), params, seconds)
-"""
+def _load_probe():
+    """benchmarks/load_pretrained.py's loading probe: the test checks the figures
+    the README reports."""
+    import importlib.util
+    path = os.path.join(REPO_ROOT, "benchmarks", "load_pretrained.py")
+    spec = importlib.util.spec_from_file_location("load_pretrained", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.LOAD
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="needs Linux /proc")
@@ -305,7 +297,8 @@ def test_loading_peaks_at_the_parameters_plus_ten_percent(tmp_path):
     gptc.GPTModel(cfg, tie_weights=True).save_pretrained(tmp_path)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
         [os.path.dirname(os.path.dirname(gptc.__file__)), os.environ.get("PYTHONPATH", "")]))
-    result = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path)], env=env,
+    result = subprocess.run([sys.executable, "-c", _load_probe(), "safetensors", str(tmp_path)],
+                            env=env,
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     before, peak, params, seconds = (float(v) for v in result.stdout.split())
