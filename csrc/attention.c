@@ -18,7 +18,7 @@
  *    sum of exponentials and an unnormalised output. No T x T matrix is
  *    ever built, every key block is read once per query block, and the
  *    inner loops are vector multiply-adds on tiles of 4 query rows
- *    (attention_tile.h, compiled once per instruction set).
+ *    (csrc/arch/flash_attention.h, compiled once per instruction set).
  *    The same kernel serves the KV cache (gptc_attention_cached_forward):
  *    new queries at positions past.. attend over cached keys and values.
  *  - with dropout: one query row at a time (attend_row), after drawing the
@@ -31,46 +31,16 @@
  */
 #include "gptc.h"
 #include "internal.h"
+#include "kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define GPTC_ATT_X86 1
-#endif
-
 /* ------------------------------------------------------------------------
- * Inference: blocked online softmax.
- *
- * For query row i and key blocks J1, J2, ... (in order), with m the largest
- * score seen so far, l the sum of exp(score - m) and o the sum of
- * exp(score - m) v_j:
- *   m' = max(m, max_{j in J} s_j)          c = exp(m - m')
- *   l' = c l + sum_{j in J} exp(s_j - m')  o' = c o + sum_{j in J} exp(s_j - m') v_j
- * and out_i = o / l at the end, which is softmax(s) . v regrouped.
- *
- * The arithmetic of one query row never depends on which other rows share
- * its task: key blocks always start at j = 0, and the row-tiled and the
- * single-row loops apply the same operations to each value in the same
- * order. So a row computed during a whole-sequence forward and the same row
- * computed alone by a KV-cache decode step (one query, the same keys) are
- * bit for bit equal.
+ * Inference: blocked online softmax (the derivation and the per-ISA tiles
+ * are in csrc/arch/flash_attention.h).
  * ---------------------------------------------------------------------- */
-#define Q_BLOCK 64      /* query rows per task */
-#define K_BLOCK 32      /* keys per block */
-#define ROW_TILE 4      /* query rows sharing each load of a key or value */
-#define LANES 8         /* partial results of the row maximum and sum */
-_Static_assert(K_BLOCK % LANES == 0, "K_BLOCK must be a multiple of LANES");
-
-/* Per-thread scratch of the inference kernel, in floats. */
-static size_t flash_scratch_floats(int HS)
-{
-    return (size_t)HS * K_BLOCK            /* the key block, transposed */
-           + (size_t)ROW_TILE * K_BLOCK    /* scores, then exp(score - m) */
-           + 2 * (size_t)Q_BLOCK;          /* m and l per row */
-}
-
 size_t gptc_attention_scratch_floats(int B, int T, int NH, int HS, double dropout_p,
                                      int nthreads)
 {
@@ -78,250 +48,23 @@ size_t gptc_attention_scratch_floats(int B, int T, int NH, int HS, double dropou
         /* one row of scores per thread, plus the whole dropout mask */
         return (size_t)nthreads * T + (size_t)B * NH * T * T;
     }
-    return (size_t)nthreads * flash_scratch_floats(HS);
+    return (size_t)nthreads * gptc_flash_scratch_floats(HS);
 }
 
 size_t gptc_attention_cached_scratch_floats(int HS, int nthreads)
 {
-    return (size_t)nthreads * flash_scratch_floats(HS);
+    return (size_t)nthreads * gptc_flash_scratch_floats(HS);
 }
 
-
-/* e^x for x <= 0 (a score minus a running maximum): gptc_exp (internal.h),
- * whose straight-line arithmetic vectorises; x < -87.3, the masked -inf
- * scores included, gives 0. */
-static inline __attribute__((always_inline)) float exp_nonpositive(float x)
-{
-    return gptc_exp(x);
-}
-
-/* One inference problem: queries of Tq new positions past, ..., past + Tq - 1
- * (rows of q and out, B * Tq of them) over keys and values 0 .. past + Tq - 1
- * (batch b's rows start at k + b * kv_batch_stride). */
-typedef struct flash_problem {
-    float *out;
-    const float *q, *k, *v;
-    int Tq, past, C, HS;
-    size_t kv_batch_stride;
-    float divisor;
-} flash_problem;
-
-/* Turn a row of scores into exp(score - m') in place for the online
- * softmax: n valid keys (the rest are masked), running maximum *m and sum
- * *l updated; returns the factor the row's output must be scaled by. */
-static inline __attribute__((always_inline)) float softmax_update(
-    float *sr, int n, float divisor, float *m, float *l)
-{
-    /* divided, not multiplied by a reciprocal, as the book writes it; the
-     * masked keys get -inf, whose exponential is exactly 0 */
-    for (int c = 0; c < K_BLOCK; c++) sr[c] = sr[c] / divisor;
-    for (int c = n; c < K_BLOCK; c++) sr[c] = -INFINITY;
-    /* maximum and sum over LANES interleaved partial results combined in
-     * a fixed order: vectorisable, and the same for every row */
-    float lane[LANES];
-    for (int u = 0; u < LANES; u++) lane[u] = sr[u];
-    for (int c = LANES; c < K_BLOCK; c += LANES) {
-        for (int u = 0; u < LANES; u++) lane[u] = sr[c + u] > lane[u] ? sr[c + u] : lane[u];
-    }
-    float block_max = lane[0];
-    for (int u = 1; u < LANES; u++) block_max = lane[u] > block_max ? lane[u] : block_max;
-    const float m_new = block_max > *m ? block_max : *m;
-    const float corr = exp_nonpositive(*m - m_new);   /* 0 on the first block */
-    for (int c = 0; c < K_BLOCK; c++) sr[c] = exp_nonpositive(sr[c] - m_new);
-    for (int u = 0; u < LANES; u++) lane[u] = sr[u];
-    for (int c = LANES; c < K_BLOCK; c += LANES) {
-        for (int u = 0; u < LANES; u++) lane[u] += sr[c + u];
-    }
-    float block_sum = lane[0];
-    for (int u = 1; u < LANES; u++) block_sum += lane[u];
-    *m = m_new;
-    *l = *l * corr + block_sum;
-    return corr;
-}
-
-static inline __attribute__((always_inline)) void scale_row(float *o, float f, int HS)
-{
-    if (f != 1.0f) {
-        for (int d = 0; d < HS; d++) o[d] *= f;
-    }
-}
-
-/* The vector parts of a task, defined per instruction set in
- * attention_tile.h: scores of a 4-row tile and of one row; output updates
- * of a 4-row tile and of one row. */
-typedef void (*scores_tile_fn)(float *s, const float *const *q, const float *kt, int HS);
-typedef void (*scores_row_fn)(float *s, const float *q, const float *kt, int HS);
-typedef void (*values_tile_fn)(float *const *o, const float *p, const float *v, size_t ldv,
-                               int n, int HS);
-typedef void (*values_row_fn)(float *o, const float *p, const float *v, size_t ldv, int c0,
-                              int n, int HS);
-
-/* One task: query rows [row0, row0 + nrows) of batch b, head h. The tile
- * functions are constants at every call site, so they are inlined. */
-static inline __attribute__((always_inline)) void flash_task_body(
-    const flash_problem *pb, int b, int h, int row0, int nrows, float *scratch,
-    scores_tile_fn scores_tile, scores_row_fn scores_row, values_tile_fn values_tile,
-    values_row_fn values_row)
-{
-    const int C = pb->C, HS = pb->HS;
-    const int first = pb->past + row0;          /* position of the first row */
-    const int last = first + nrows - 1;         /* and of the last */
-    float *kt = scratch;                        /* [HS][K_BLOCK] */
-    float *st = kt + (size_t)HS * K_BLOCK;      /* [ROW_TILE][K_BLOCK] scores */
-    float *m = st + (size_t)ROW_TILE * K_BLOCK; /* running maximum per row */
-    float *l = m + Q_BLOCK;                     /* running sum per row */
-    const float *kb = pb->k + (size_t)b * pb->kv_batch_stride + (size_t)h * HS;
-    const float *vb = pb->v + (size_t)b * pb->kv_batch_stride + (size_t)h * HS;
-    const float *q0 = pb->q + ((size_t)b * pb->Tq + row0) * C + (size_t)h * HS;
-    float *o0 = pb->out + ((size_t)b * pb->Tq + row0) * C + (size_t)h * HS;
-
-    for (int r = 0; r < nrows; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-        float *o = o0 + (size_t)r * C;
-        for (int d = 0; d < HS; d++) o[d] = 0.0f;
-    }
-    for (int j0 = 0; j0 <= last; j0 += K_BLOCK) {
-        const int bk = last + 1 - j0 < K_BLOCK ? last + 1 - j0 : K_BLOCK;
-        /* the key block, transposed so that a score row is a sum of
-         * K_BLOCK-wide multiply-adds; columns past the block are zero */
-        for (int d = 0; d < HS; d++) {
-            float *ktd = kt + (size_t)d * K_BLOCK;
-            for (int c = 0; c < bk; c++) ktd[c] = kb[(size_t)(j0 + c) * C + d];
-            for (int c = bk; c < K_BLOCK; c++) ktd[c] = 0.0f;
-        }
-        /* rows before position j0 see none of this block; row r sees
-         * keys j0 .. first + r of it, at most bk */
-        const float *vj = vb + (size_t)j0 * C;
-        int r = j0 > first ? j0 - first : 0;
-        for (; r + ROW_TILE <= nrows; r += ROW_TILE) {
-            int n[ROW_TILE];
-            for (int rr = 0; rr < ROW_TILE; rr++) {
-                int seen = first + r + rr - j0 + 1;
-                n[rr] = seen < bk ? seen : bk;
-            }
-            const float *qt[ROW_TILE];
-            float *ot[ROW_TILE];
-            for (int rr = 0; rr < ROW_TILE; rr++) {
-                qt[rr] = q0 + (size_t)(r + rr) * C;
-                ot[rr] = o0 + (size_t)(r + rr) * C;
-            }
-            scores_tile(st, qt, kt, HS);
-            for (int rr = 0; rr < ROW_TILE; rr++) {
-                float corr = softmax_update(st + (size_t)rr * K_BLOCK, n[rr], pb->divisor,
-                                            &m[r + rr], &l[r + rr]);
-                scale_row(ot[rr], corr, HS);
-            }
-            /* the keys all four rows see together, then each row's rest
-             * (they differ only in the diagonal block) */
-            values_tile(ot, st, vj, (size_t)C, n[0], HS);
-            for (int rr = 1; rr < ROW_TILE; rr++) {
-                values_row(ot[rr], st + (size_t)rr * K_BLOCK, vj, (size_t)C, n[0], n[rr], HS);
-            }
-        }
-        for (; r < nrows; r++) {
-            int seen = first + r - j0 + 1;
-            int n = seen < bk ? seen : bk;
-            float *o = o0 + (size_t)r * C;
-            scores_row(st, q0 + (size_t)r * C, kt, HS);
-            float corr = softmax_update(st, n, pb->divisor, &m[r], &l[r]);
-            scale_row(o, corr, HS);
-            values_row(o, st, vj, (size_t)C, 0, n, HS);
-        }
-    }
-    for (int r = 0; r < nrows; r++) {
-        float *o = o0 + (size_t)r * C;
-        const float sum = l[r];
-        for (int d = 0; d < HS; d++) o[d] /= sum;
-    }
-}
-
-typedef void (*flash_task_fn)(const flash_problem *pb, int b, int h, int row0, int nrows,
-                              float *scratch);
-
-/* The kernel for each instruction set: SSE2 vectors in the portable build
- * (the x86-64 baseline; other CPUs get the same 4-float vectors), AVX2 + FMA
- * and AVX-512 chosen at run time. */
-#define ATT_ISA generic
-#define ATT_VEC 4
-#define ATT_TARGET
-#include "attention_tile.h"
-#undef ATT_TARGET
-#undef ATT_VEC
-#undef ATT_ISA
-
-#ifdef GPTC_ATT_X86
-#define ATT_ISA avx2
-#define ATT_VEC 8
-#define ATT_TARGET __attribute__((target("avx2,fma")))
-#include "attention_tile.h"
-#undef ATT_TARGET
-#undef ATT_VEC
-#undef ATT_ISA
-
-#define ATT_ISA avx512
-#define ATT_VEC 16
-#define ATT_TARGET __attribute__((target("avx512f,avx2,fma")))
-#include "attention_tile.h"
-#undef ATT_TARGET
-#undef ATT_VEC
-#undef ATT_ISA
-#endif
-
-/* GPTC_ISA=generic|avx2|avx512 if set and supported, else the widest the
- * CPU has: the same rule as the matmul kernels (matmul.c), so one
- * environment variable selects the instruction set of both. */
-static flash_task_fn flash_task(void);
-
-static flash_task_fn choose_flash_task(void)
-{
-#ifdef GPTC_ATT_X86
-    __builtin_cpu_init();
-    int has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    int has_avx512 = has_avx2 && __builtin_cpu_supports("avx512f");
-    const char *forced = getenv("GPTC_ISA");
-    if (forced != NULL) {
-        if (strcmp(forced, "generic") == 0) return flash_task_generic;
-        if (strcmp(forced, "avx2") == 0 && has_avx2) return flash_task_avx2;
-        if (strcmp(forced, "avx512") == 0 && has_avx512) return flash_task_avx512;
-    }
-    if (has_avx512) return flash_task_avx512;
-    if (has_avx2) return flash_task_avx2;
-#endif
-    return flash_task_generic;
-}
-
-const char *gptc_attention_isa_name(void)
-{
-    flash_task_fn fn = flash_task();
-#ifdef GPTC_ATT_X86
-    if (fn == flash_task_avx512) return "avx512";
-    if (fn == flash_task_avx2) return "avx2";
-#endif
-    return "generic";
-}
-
-static flash_task_fn flash_task(void)
-{
-    /* chosen on first use; racing threads store the same pointer */
-    static _Atomic(flash_task_fn) chosen = NULL;
-    flash_task_fn fn = chosen;
-    if (fn == NULL) {
-        fn = choose_flash_task();
-        chosen = fn;
-    }
-    return fn;
-}
-
-static void flash_attention(const flash_problem *pb, int B, int NH, float *scratch,
+static void flash_attention(const gptc_flash_problem *pb, int B, int NH, float *scratch,
                             int nthreads)
 {
-    const flash_task_fn fn = flash_task();
-    const int qblocks = (pb->Tq + Q_BLOCK - 1) / Q_BLOCK;
+    const gptc_flash_task_fn fn = gptc_active_kernels()->flash_task;
+    const int qblocks = (pb->Tq + GPTC_ATT_Q_BLOCK - 1) / GPTC_ATT_Q_BLOCK;
     const long long tasks = (long long)B * NH * qblocks;
-    const size_t per_thread = flash_scratch_floats(pb->HS);
+    const size_t per_thread = gptc_flash_scratch_floats(pb->HS);
     const double keys = (double)pb->past + pb->Tq;
-    const double work = (double)B * NH * pb->Tq * keys * pb->HS;
+    const double work OMP_CLAUSE_ONLY = (double)B * NH * pb->Tq * keys * pb->HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && tasks > 1)
     for (long long t = 0; t < tasks; t++) {
@@ -333,8 +76,8 @@ static void flash_attention(const flash_problem *pb, int B, int NH, float *scrat
          * that the cheap early blocks fill the gaps at the end */
         int qb = qblocks - 1 - (int)(t / ((long long)B * NH));
         int bh = (int)(t % ((long long)B * NH));
-        int row0 = qb * Q_BLOCK;
-        int nrows = pb->Tq - row0 < Q_BLOCK ? pb->Tq - row0 : Q_BLOCK;
+        int row0 = qb * GPTC_ATT_Q_BLOCK;
+        int nrows = pb->Tq - row0 < GPTC_ATT_Q_BLOCK ? pb->Tq - row0 : GPTC_ATT_Q_BLOCK;
         fn(pb, bh / NH, bh % NH, row0, nrows, scratch + (size_t)thread * per_thread);
     }
 }
@@ -345,7 +88,7 @@ void gptc_attention_cached_forward(float *out, const float *q, const float *k_ca
                                    int nthreads)
 {
     const int C = NH * HS;
-    flash_problem pb = {
+    gptc_flash_problem pb = {
         .out = out, .q = q, .k = k_cache, .v = v_cache, .Tq = Tq, .past = past, .C = C,
         .HS = HS, .kv_batch_stride = (size_t)capacity * C, .divisor = sqrtf((float)HS),
     };
@@ -424,7 +167,7 @@ void gptc_attention_forward(float *out, const float *q, const float *k, const fl
         drop_scale = 1.0f / (float)keep;
     }
     long long rows = (long long)B * NH * T;
-    double work = (double)B * NH * T * T * HS;
+    double work OMP_CLAUSE_ONLY = (double)B * NH * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1)
     for (long long r = 0; r < rows; r++) {
@@ -533,7 +276,7 @@ int gptc_attention_forward_train(float *out, float *att, float *noise, const flo
         for (size_t i = 0; i < n; i++) noise[i] = 1.0f;
     }
     const int heads = B * NH;
-    double work = (double)heads * T * T * HS;
+    double work OMP_CLAUSE_ONLY = (double)heads * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
     for (int bh = 0; bh < heads; bh++) {
@@ -566,7 +309,7 @@ int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
     float *scratch = malloc((size_t)nthreads * per_thread * sizeof(float));
     if (scratch == NULL) return -1;
     const int heads = B * NH;
-    double work = (double)heads * T * T * HS;
+    double work OMP_CLAUSE_ONLY = (double)heads * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
     for (int bh = 0; bh < heads; bh++) {
@@ -627,15 +370,12 @@ int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p,
         return -1;
     }
     float *q = buf, *k = q + act, *v = k + act, *ctx = v + act, *scratch = ctx + act;
-    gptc_linear_forward_stored(q, x, p->w_query, p->w_query_bf16, p->b_query, M, d_in, d_out, 0,
-                               0);
-    gptc_linear_forward_stored(k, x, p->w_key, p->w_key_bf16, p->b_key, M, d_in, d_out, 0, 0);
-    gptc_linear_forward_stored(v, x, p->w_value, p->w_value_bf16, p->b_value, M, d_in, d_out, 0,
-                               0);
+    gptc_linear_forward(q, x, p->w_query, p->b_query, M, d_in, d_out, 0);
+    gptc_linear_forward(k, x, p->w_key, p->b_key, M, d_in, d_out, 0);
+    gptc_linear_forward(v, x, p->w_value, p->b_value, M, d_in, d_out, 0);
     gptc_attention_forward(ctx, q, k, v, B, T, NH, d_out / NH, dropout_p, g, scratch,
                            nthreads);
-    gptc_linear_forward_stored(out, ctx, p->w_out, p->w_out_bf16, p->b_out, M, d_out, d_out, 0,
-                               0);
+    gptc_linear_forward(out, ctx, p->w_out, p->b_out, M, d_out, d_out, 0);
     free(buf);
     return 0;
 }

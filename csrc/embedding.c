@@ -44,9 +44,9 @@ void gptc_encoder_forward(float *out, const int64_t *idx, const float *tok_emb,
 void gptc_embedding_backward(float *dweight, const float *dout, const int64_t *idx,
                              size_t n, int C)
 {
-    int nthreads = gptc_get_num_threads();
+    int nthreads OMP_CLAUSE_ONLY = gptc_get_num_threads();
     int nchunks = (C + 63) / 64;
-    double work = (double)n * C;
+    double work OMP_CLAUSE_ONLY = (double)n * C;
 #pragma omp parallel for schedule(static) num_threads(nthreads) \
     if (nthreads > 1 && nchunks > 1 && work >= GPTC_PARALLEL_MIN_WORK)
     for (int ch = 0; ch < nchunks; ch++) {

@@ -12,7 +12,7 @@ void gptc_feedforward_forward(float *out, const float *x, const gptc_block_param
     const int H = blk->hidden;
     /* GELU is applied by the matmul as each block of the hidden layer is
      * finished, while it is still in cache */
-    gptc_linear_forward_stored(hidden, x, blk->w_fc, blk->w_fc_bf16, blk->b_fc, N, C, H, 0, 1);
-    gptc_linear_forward_stored(out, hidden, blk->w_proj, blk->w_proj_bf16, blk->b_proj, N, H, C,
-                               accumulate, 0);
+    gptc_linear_forward(hidden, x, blk->w_fc, blk->b_fc, N, C, H, GPTC_LINEAR_GELU);
+    gptc_linear_forward(out, hidden, blk->w_proj, blk->b_proj, N, H, C,
+                        accumulate ? GPTC_LINEAR_ACCUMULATE : 0);
 }

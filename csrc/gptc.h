@@ -124,17 +124,35 @@ void gptc_gelu_backward(float *dinp, const float *inp, const float *dout, size_t
 /* gelu.c: dinp += dout where inp > 0 (gradient 0 at inp <= 0, as PyTorch). */
 void gptc_relu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
-/* matmul.c: out[M, N] = x[M, K] . weight[N, K]^T + bias[N] (bias may be NULL). */
-void gptc_linear_forward(float *out, const float *x, const float *weight,
-                         const float *bias, int M, int K, int N);
-/* matmul.c: the same product with work fused into it, so the result is
- * written once instead of being read back by a second pass:
- *   accumulate == 0: out = x . W^T + bias, then GELU if gelu != 0
- *   accumulate == 1: out += x . W^T + bias (a shortcut connection; gelu 0) */
-void gptc_linear_forward_fused(float *out, const float *x, const float *weight,
-                               const float *bias, int M, int K, int N, int accumulate,
-                               int gelu);
-/* matmul.c: the gradients of gptc_linear_forward (inp is its x):
+/* A Linear layer's weight [out_features, in_features], as stored: float32
+ * (the parameter itself), or the bfloat16 copy Module.to_dtype("bfloat16")
+ * keeps for inference (the top 16 bits of each float32, as uint16_t). */
+typedef enum gptc_dtype { GPTC_FLOAT32 = 0, GPTC_BFLOAT16 = 1 } gptc_dtype;
+typedef struct gptc_weight {
+    const void *data;
+    gptc_dtype dtype;
+} gptc_weight;
+
+static inline gptc_weight gptc_f32_weight(const float *w)
+{
+    gptc_weight v = {w, GPTC_FLOAT32};
+    return v;
+}
+
+/* What gptc_linear_forward does with the product, fused into it so the
+ * result is written once instead of being read back by a second pass. */
+enum {
+    GPTC_LINEAR_GELU = 1,        /* out = GELU(x . W^T + bias) */
+    GPTC_LINEAR_ACCUMULATE = 2,  /* out += x . W^T + bias (a shortcut connection) */
+};
+
+/* matmul.c: out[M, N] = x[M, K] . weight[N, K]^T + bias[N] (bias may be
+ * NULL), changed by flags (at most one of the two). A bfloat16 weight is
+ * widened to float32 as it is read; products and sums are float32. */
+void gptc_linear_forward(float *out, const float *x, gptc_weight weight, const float *bias,
+                         int M, int K, int N, int flags);
+/* matmul.c: the gradients of gptc_linear_forward with a float32 weight
+ * (inp is its x):
  *   dinp[M, K] += dout[M, N] . W[N, K]
  *   dweight[N, K] += dout^T . inp[M, K]
  *   dbias[N] += column sums of dout
@@ -143,21 +161,22 @@ void gptc_linear_forward_fused(float *out, const float *x, const float *weight,
  * gradients are then incomplete). */
 int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                          const float *inp, const float *weight, int M, int K, int N);
-/* matmul.c: a weight kept in bfloat16 (the top 16 bits of each float32,
- * as uint16_t), for inference: gptc_linear_forward_fused with W widened to
- * float32 as it is read; products and sums stay float32. */
-void gptc_linear_forward_bf16(float *out, const float *x, const uint16_t *weight,
-                              const float *bias, int M, int K, int N, int accumulate, int gelu);
-/* matmul.c: the Linear layer of a model whose weight may be kept in
- * bfloat16: gptc_linear_forward_bf16 with weight_bf16 when it is not NULL,
- * else gptc_linear_forward_fused with weight. */
-void gptc_linear_forward_stored(float *out, const float *x, const float *weight,
-                                const uint16_t *weight_bf16, const float *bias, int M, int K,
-                                int N, int accumulate, int gelu);
 /* matmul.c: float32 to bfloat16, rounding to nearest even (NaN stays NaN). */
 void gptc_f32_to_bf16(uint16_t *out, const float *in, size_t n);
-/* Which kernel gptc_linear_forward runs: "avx512", "avx2" or "generic". */
+
+/* isa.c: the kernel sets (csrc/kernels.h): "generic", "avx2", "avx512",
+ * "neon". gptc_isa_name is the one in use; gptc_set_isa selects another
+ * for every later operation (0, or -1 if this build or this CPU lacks it).
+ * gptc_supported_isas and gptc_compiled_isas write up to capacity names
+ * (narrowest first) of the sets this CPU runs / this build has, and
+ * return how many there are. */
 const char *gptc_isa_name(void);
+int gptc_set_isa(const char *name);
+int gptc_supported_isas(const char **names, int capacity);
+int gptc_compiled_isas(const char **names, int capacity);
+/* isa.c: the selected kernel set's register-only multiply-add loop run
+ * `iterations` rounds on nthreads threads: the arithmetic peak, GFLOP/s. */
+double gptc_fma_peak_gflops(int nthreads, long iterations);
 
 /* softmax.c: row-wise softmax over N rows of C values. */
 void gptc_softmax_forward(float *out, const float *x, size_t N, int C);
@@ -202,9 +221,6 @@ void gptc_attention_forward(float *out, const float *q, const float *k, const fl
  * position i of the whole sequence, bit for bit, whatever Tq and past.
  * scratch must hold gptc_attention_cached_scratch_floats(HS, nthreads). */
 size_t gptc_attention_cached_scratch_floats(int HS, int nthreads);
-/* Which kernel the inference attention runs: "avx512", "avx2" or "generic"
- * (GPTC_ISA chooses as for the matmul). */
-const char *gptc_attention_isa_name(void);
 void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,
                                    const float *v_cache, int B, int Tq, int past,
                                    int capacity, int NH, int HS, float *scratch,
@@ -230,13 +246,10 @@ int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
 /* The weights of MultiHeadAttention, by the book's attribute names.
  * The q/k/v biases are NULL when qkv_bias=False. */
 typedef struct gptc_attention_params {
-    const float *w_query, *b_query;   /* [d_out, d_in], [d_out] */
-    const float *w_key, *b_key;
-    const float *w_value, *b_value;
-    const float *w_out, *b_out;       /* out_proj: [d_out, d_out], [d_out] */
-    /* The four weights kept in bfloat16 for inference (Module.to_dtype), or
-     * NULL; where one is set its float32 pointer above is not read. */
-    const uint16_t *w_query_bf16, *w_key_bf16, *w_value_bf16, *w_out_bf16;
+    gptc_weight w_query; const float *b_query;   /* [d_out, d_in], [d_out] */
+    gptc_weight w_key; const float *b_key;
+    gptc_weight w_value; const float *b_value;
+    gptc_weight w_out; const float *b_out;       /* out_proj: [d_out, d_out], [d_out] */
 } gptc_attention_params;
 
 /* attention.c: the whole MultiHeadAttention module: projections, causal
@@ -278,16 +291,14 @@ typedef struct gptc_block_params {
     double att_dropout;              /* attention-weight dropout (0 in eval) */
     const float *norm2_scale, *norm2_shift;
     float norm2_eps;
-    const float *w_fc, *b_fc;        /* ff.layers[0]: [H, C], [H] */
-    const float *w_proj, *b_proj;    /* ff.layers[2]: [C, H], [C] */
-    const uint16_t *w_fc_bf16, *w_proj_bf16;   /* bfloat16 copies, or NULL */
+    gptc_weight w_fc; const float *b_fc;      /* ff.layers[0]: [H, C], [H] */
+    gptc_weight w_proj; const float *b_proj;  /* ff.layers[2]: [C, H], [C] */
     int hidden;                      /* H, 4 * C in the book */
     double shortcut_dropout;         /* drop_shortcut (0 in eval) */
 } gptc_block_params;
 
 /* feedforward.c: FeedForward: Linear(C, H) -> GELU -> Linear(H, C), with
- * the weights of blk (w_fc, b_fc, w_proj, b_proj, hidden = H and their
- * bfloat16 copies). x and out are (N, C); hidden is N * H floats of
+ * the weights of blk (w_fc, b_fc, w_proj, b_proj, hidden = H). x and out are (N, C); hidden is N * H floats of
  * scratch. With accumulate the result is added to out (out += FF(x), a
  * shortcut connection) instead of stored; out must not alias x. */
 void gptc_feedforward_forward(float *out, const float *x, const gptc_block_params *blk,
@@ -301,9 +312,8 @@ typedef struct gptc_model_params {
     const gptc_block_params *blocks; /* n_layers of them */
     const float *final_scale, *final_shift;
     float final_eps;
-    const float *out_head_w;         /* [V, C]; may be tok_emb (weight tying) */
+    gptc_weight out_head_w;          /* [V, C]; may be tok_emb (weight tying) */
     const float *out_head_b;         /* [V] or NULL (the book has no bias) */
-    const uint16_t *out_head_w_bf16; /* bfloat16 copy of out_head_w, or NULL */
 } gptc_model_params;
 
 /* Logits (B, T, V) for token ids idx (B, T). Every id must be in

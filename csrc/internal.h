@@ -8,14 +8,21 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Which thread of the current parallel region is running (0 outside one),
+ * to pick that thread's slice of a scratch buffer. A build without OpenMP
+ * (setup.py) ignores the #pragma omp lines and runs every loop on the
+ * calling thread, thread 0; any other omp_* call needs #ifdef _OPENMP. */
 #ifdef _OPENMP
 #include <omp.h>
-/* Which thread of the current parallel region is running (0 outside one),
- * to pick that thread's slice of a scratch buffer. */
 #define THREAD_INDEX() omp_get_thread_num()
 #else
 #define THREAD_INDEX() 0
 #endif
+
+/* Marks a variable that only a #pragma omp clause reads (a thread count,
+ * the work that decides whether to go parallel): a build without OpenMP
+ * ignores the pragma and would warn that the variable is unused. */
+#define OMP_CLAUSE_ONLY __attribute__((unused))
 
 /* Loops with less work than this many multiply-adds stay on one thread:
  * waking a team costs a few microseconds, more than small ops take. */
@@ -34,6 +41,12 @@ static inline __attribute__((always_inline)) float gptc_bits_float(uint32_t u)
     float f;
     memcpy(&f, &u, sizeof(f));
     return f;
+}
+
+/* bfloat16 is the top half of a float32: widening is exact, a shift. */
+static inline __attribute__((always_inline)) float gptc_bf16_to_f32(uint16_t h)
+{
+    return gptc_bits_float((uint32_t)h << 16);
 }
 
 /* e^x within about 1 ulp, in straight-line arithmetic so that a loop of

@@ -106,7 +106,7 @@ void gptc_layernorm_backward(float *dinp, float *dscale, float *dshift, const fl
 {
     long long rows = (long long)N;
     int nthreads = gptc_get_num_threads();
-    int parallel = nthreads > 1 && rows * C >= GPTC_PARALLEL_MIN_WORK;
+    int parallel OMP_CLAUSE_ONLY = nthreads > 1 && rows * C >= GPTC_PARALLEL_MIN_WORK;
     /* The parameter gradients sum over rows, so splitting rows among
      * threads would need partial sums per thread. Instead the first pass
      * (rows split among threads) keeps each row's statistics, 2 floats a

@@ -108,12 +108,9 @@ static void forward_tokens(const gptc_model_params *m, const int64_t *idx, int B
         /* attention half of the block */
         gptc_layernorm_forward(w->normed, w->x, blk->norm1_scale, blk->norm1_shift, M, C,
                                blk->norm1_eps);
-        gptc_linear_forward_stored(w->q, w->normed, a->w_query, a->w_query_bf16, a->b_query, M,
-                                   C, C, 0, 0);
-        gptc_linear_forward_stored(w->k, w->normed, a->w_key, a->w_key_bf16, a->b_key, M, C, C,
-                                   0, 0);
-        gptc_linear_forward_stored(w->v, w->normed, a->w_value, a->w_value_bf16, a->b_value, M,
-                                   C, C, 0, 0);
+        gptc_linear_forward(w->q, w->normed, a->w_query, a->b_query, M, C, C, 0);
+        gptc_linear_forward(w->k, w->normed, a->w_key, a->b_key, M, C, C, 0);
+        gptc_linear_forward(w->v, w->normed, a->w_value, a->b_value, M, C, C, 0);
         store_rows(kc, w->k, B, T, past, capacity, C);
         store_rows(vc, w->v, B, T, past, capacity, C);
         /* the merged heads go to `normed`, which is free again here */
@@ -126,11 +123,10 @@ static void forward_tokens(const gptc_model_params *m, const int64_t *idx, int B
         }
         if (blk->shortcut_dropout == 0.0) {
             /* inference: out_proj accumulates straight into the residual stream */
-            gptc_linear_forward_stored(w->x, w->normed, a->w_out, a->w_out_bf16, a->b_out, M, C,
-                                       C, 1, 0);
+            gptc_linear_forward(w->x, w->normed, a->w_out, a->b_out, M, C, C,
+                                GPTC_LINEAR_ACCUMULATE);
         } else {
-            gptc_linear_forward_stored(w->branch, w->normed, a->w_out, a->w_out_bf16, a->b_out, M,
-                                       C, C, 0, 0);
+            gptc_linear_forward(w->branch, w->normed, a->w_out, a->b_out, M, C, C, 0);
             gptc_dropout_forward(w->branch, w->branch, act, blk->shortcut_dropout, g);
             gptc_residual_forward(w->x, w->x, w->branch, act);
         }
@@ -163,8 +159,7 @@ int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params 
      * as long as that layer needs them */
     forward_tokens(m, idx, B, T, 0, w.k, w.v, 0, T, &w, g, nthreads);
     gptc_layernorm_forward(w.normed, w.x, m->final_scale, m->final_shift, M, C, m->final_eps);
-    gptc_linear_forward_stored(logits, w.normed, m->out_head_w, m->out_head_w_bf16,
-                               m->out_head_b, M, C, m->vocab_size, 0, 0);
+    gptc_linear_forward(logits, w.normed, m->out_head_w, m->out_head_b, M, C, m->vocab_size, 0);
     free(buf);
     return 0;
 }
@@ -243,8 +238,8 @@ static void last_logits(gptc_decoder *d, float *logits, int T)
     }
     gptc_layernorm_forward(d->w.normed, last, m->final_scale, m->final_shift, d->B, C,
                            m->final_eps);
-    gptc_linear_forward_stored(logits, d->w.normed, m->out_head_w, m->out_head_w_bf16,
-                               m->out_head_b, d->B, C, m->vocab_size, 0, 0);
+    gptc_linear_forward(logits, d->w.normed, m->out_head_w, m->out_head_b, d->B, C,
+                        m->vocab_size, 0);
 }
 
 void gptc_decoder_prefill(gptc_decoder *d, float *logits, const int64_t *idx, int T)

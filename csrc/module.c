@@ -20,6 +20,7 @@
 #include <limits.h>
 #include <string.h>
 
+#include "build_info.h"
 #include "gptc.h"
 
 /* ------------------------------------------------------------------------
@@ -46,20 +47,28 @@ static PyObject *shape_str(int ndim, const npy_intp *dims)
     return res;
 }
 
+/* The typenum check_array takes for a Linear weight as stored: float32, or
+ * uint16 holding the bfloat16 bits of Module.to_dtype("bfloat16"). */
+#define WEIGHT_TYPES (-1)
+
 /* obj must be an ndarray of the given type, C-contiguous and aligned, with
  * ndim dimensions (ndim < 0: any). Returns it (borrowed) or NULL with a
  * TypeError/ValueError naming `name`. */
 static PyArrayObject *check_array(PyObject *obj, const char *name, int typenum, int ndim)
 {
     const char *tname = typenum == NPY_FLOAT32 ? "float32"
-                        : typenum == NPY_UINT16 ? "uint16 (bfloat16 bits)" : "int64";
+                        : typenum == NPY_UINT16 ? "uint16 (bfloat16 bits)"
+                        : typenum == WEIGHT_TYPES ? "float32 or uint16 (bfloat16 bits)" : "int64";
     if (!PyArray_Check(obj)) {
         PyErr_Format(PyExc_TypeError, "%s must be a %s NumPy array, got %s", name, tname,
                      Py_TYPE(obj)->tp_name);
         return NULL;
     }
     PyArrayObject *a = (PyArrayObject *)obj;
-    if (PyArray_TYPE(a) != typenum) {
+    int matches = typenum == WEIGHT_TYPES
+                      ? PyArray_TYPE(a) == NPY_FLOAT32 || PyArray_TYPE(a) == NPY_UINT16
+                      : PyArray_TYPE(a) == typenum;
+    if (!matches) {
         PyErr_Format(PyExc_TypeError, "%s must have dtype %s, got %S", name, tname,
                      (PyObject *)PyArray_DESCR(a));
         return NULL;
@@ -122,29 +131,16 @@ static int required_f32(PyObject *obj, const char *name, int ndim, const npy_int
     return optional_f32(obj, name, ndim, shape, out);
 }
 
-/* The dtype a model weight is checked against: uint16 if it is a uint16
- * array (a bfloat16 copy), else float32. */
-static int weight_dtype(PyObject *obj)
-{
-    int uint16 = PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_UINT16;
-    return uint16 ? NPY_UINT16 : NPY_FLOAT32;
-}
-
 /* A Linear weight of a model: float32, or uint16 holding the bfloat16 copy
- * Module.to_dtype("bfloat16") made of it. Exactly one of *f32 and *bf16 is
- * set on success. */
+ * Module.to_dtype("bfloat16") made of it. */
 static int model_weight(PyObject *obj, const char *name, const npy_intp *shape,
-                        const float **f32, const uint16_t **bf16)
+                        gptc_weight *w)
 {
-    *f32 = NULL;
-    *bf16 = NULL;
-    if (PyArray_Check(obj) && PyArray_TYPE((PyArrayObject *)obj) == NPY_UINT16) {
-        PyArrayObject *a = check_array(obj, name, NPY_UINT16, 2);
-        if (a == NULL || check_shape(a, name, 2, shape) < 0) return -1;
-        *bf16 = (const uint16_t *)PyArray_DATA(a);
-        return 0;
-    }
-    return required_f32(obj, name, 2, shape, f32);
+    PyArrayObject *a = check_array(obj, name, WEIGHT_TYPES, 2);
+    if (a == NULL || check_shape(a, name, 2, shape) < 0) return -1;
+    *w = (gptc_weight){PyArray_DATA(a),
+                       PyArray_TYPE(a) == NPY_UINT16 ? GPTC_BFLOAT16 : GPTC_FLOAT32};
+    return 0;
 }
 
 /* Every dimension used by the C code is an int; refuse anything larger. */
@@ -507,13 +503,14 @@ static int check_disjoint(PyArrayObject *const *outs, const char *const *out_nam
                           PyArrayObject *const *ins, const char *const *in_names, int n_in,
                           int allow_same);
 
-/* linear and linear_bf16: the weight is float32, or uint16 holding bfloat16 bits. */
-static PyObject *linear_impl(PyObject *args, PyObject *kwargs, int bf16)
+/* linear: the weight is float32, or uint16 holding bfloat16 bits (the copy
+ * Module.to_dtype("bfloat16") keeps). */
+static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"input", "weight", "bias", "gelu", "out", NULL};
     PyObject *x_obj, *w_obj, *b_obj, *gelu_obj = Py_False, *out_obj = Py_None;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs,
-                                     bf16 ? "OOO|$OO:linear_bf16" : "OOO|$OO:linear", kwlist,
+                                     "OOO|$OO:linear", kwlist,
                                      &x_obj, &w_obj, &b_obj, &gelu_obj, &out_obj))
         return NULL;
     if (!PyBool_Check(gelu_obj)) {
@@ -523,8 +520,10 @@ static PyObject *linear_impl(PyObject *args, PyObject *kwargs, int bf16)
     }
     int gelu = gelu_obj == Py_True;
     PyArrayObject *x = check_array(x_obj, "input", NPY_FLOAT32, -1);
-    PyArrayObject *w = check_array(w_obj, "weight", bf16 ? NPY_UINT16 : NPY_FLOAT32, 2);
+    PyArrayObject *w = check_array(w_obj, "weight", WEIGHT_TYPES, 2);
     if (x == NULL || w == NULL) return NULL;
+    gptc_weight weight = {PyArray_DATA(w), PyArray_TYPE(w) == NPY_UINT16 ? GPTC_BFLOAT16
+                                                                         : GPTC_FLOAT32};
     npy_intp rows, K, N = PyArray_DIM(w, 0);
     if (rows_and_width(x, "input", &rows, &K) < 0) return NULL;
     if (check_last_dim(x, "input", PyArray_DIM(w, 1)) < 0) return NULL;
@@ -556,28 +555,12 @@ static PyObject *linear_impl(PyObject *args, PyObject *kwargs, int bf16)
         out = new_f32(nd, dims);
         if (out == NULL) return NULL;
     }
+    int flags = (gelu ? GPTC_LINEAR_GELU : 0) | (accumulate ? GPTC_LINEAR_ACCUMULATE : 0);
     Py_BEGIN_ALLOW_THREADS
-    if (bf16) {
-        gptc_linear_forward_bf16((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
-                                 (const uint16_t *)PyArray_DATA(w), bias, (int)rows, (int)K,
-                                 (int)N, accumulate, gelu);
-    } else {
-        gptc_linear_forward_fused((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x),
-                                  (const float *)PyArray_DATA(w), bias, (int)rows, (int)K,
-                                  (int)N, accumulate, gelu);
-    }
+    gptc_linear_forward((float *)PyArray_DATA(out), (const float *)PyArray_DATA(x), weight,
+                        bias, (int)rows, (int)K, (int)N, flags);
     Py_END_ALLOW_THREADS
     return (PyObject *)out;
-}
-
-static PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
-{
-    return linear_impl(args, kwargs, 0);
-}
-
-static PyObject *py_linear_bf16(PyObject *self, PyObject *args, PyObject *kwargs)
-{
-    return linear_impl(args, kwargs, 1);
 }
 
 /* to_bfloat16(array): the float32 values rounded to bfloat16, as a uint16
@@ -713,16 +696,16 @@ static int parse_attention_params(PyObject *const *w, npy_intp d_in, npy_intp d_
     char name[160];
     npy_intp wshape[2] = {d_out, d_in}, oshape[2] = {d_out, d_out}, bshape[1] = {d_out};
 #define NAMED(s) (snprintf(name, sizeof(name), "%s%s", prefix, s), name)
-    if (model_weight(w[0], NAMED("W_query.weight"), wshape, &p->w_query, &p->w_query_bf16) < 0)
+    if (model_weight(w[0], NAMED("W_query.weight"), wshape, &p->w_query) < 0)
         return -1;
     if (optional_f32(w[1], NAMED("W_query.bias"), 1, bshape, &p->b_query) < 0) return -1;
-    if (model_weight(w[2], NAMED("W_key.weight"), wshape, &p->w_key, &p->w_key_bf16) < 0)
+    if (model_weight(w[2], NAMED("W_key.weight"), wshape, &p->w_key) < 0)
         return -1;
     if (optional_f32(w[3], NAMED("W_key.bias"), 1, bshape, &p->b_key) < 0) return -1;
-    if (model_weight(w[4], NAMED("W_value.weight"), wshape, &p->w_value, &p->w_value_bf16) < 0)
+    if (model_weight(w[4], NAMED("W_value.weight"), wshape, &p->w_value) < 0)
         return -1;
     if (optional_f32(w[5], NAMED("W_value.bias"), 1, bshape, &p->b_value) < 0) return -1;
-    if (model_weight(w[6], NAMED("out_proj.weight"), oshape, &p->w_out, &p->w_out_bf16) < 0)
+    if (model_weight(w[6], NAMED("out_proj.weight"), oshape, &p->w_out) < 0)
         return -1;
     if (optional_f32(w[7], NAMED("out_proj.bias"), 1, bshape, &p->b_out) < 0) return -1;
 #undef NAMED
@@ -741,7 +724,7 @@ static PyObject *py_multihead_attention(PyObject *self, PyObject *args)
     GeneratorObject *g = as_generator(gen_obj);
     if (x == NULL || g == NULL || check_dropout(p, "dropout") < 0) return NULL;
     /* the sizes come from W_query.weight, float32 or its bfloat16 copy */
-    PyArrayObject *wq = check_array(w[0], "W_query.weight", weight_dtype(w[0]), 2);
+    PyArrayObject *wq = check_array(w[0], "W_query.weight", WEIGHT_TYPES, 2);
     if (wq == NULL) return NULL;
     npy_intp B = PyArray_DIM(x, 0), T = PyArray_DIM(x, 1);
     npy_intp d_in = PyArray_DIM(wq, 1), d_out = PyArray_DIM(wq, 0);
@@ -845,17 +828,15 @@ static int parse_block(PyObject *blk_obj, int l, npy_intp C, gptc_block_params *
         parse_eps(it[BLK_NORM2_EPS], NAMED("norm2.eps"), &blk->norm2_eps) < 0)
         return -1;
     /* the hidden size is the first dimension of ff.layers.0.weight, whichever dtype */
-    PyArrayObject *wfc = check_array(it[BLK_W_FC], NAMED("ff.layers.0.weight"),
-                                     weight_dtype(it[BLK_W_FC]), 2);
+    PyArrayObject *wfc = check_array(it[BLK_W_FC], NAMED("ff.layers.0.weight"), WEIGHT_TYPES,
+                                     2);
     if (wfc == NULL) return -1;
     npy_intp H = PyArray_DIM(wfc, 0);
     if (!fits_int(H, "hidden size")) return -1;
     npy_intp fc_shape[2] = {H, C}, proj_shape[2] = {C, H}, hshape[1] = {H};
-    if (model_weight(it[BLK_W_FC], NAMED("ff.layers.0.weight"), fc_shape, &blk->w_fc,
-                     &blk->w_fc_bf16) < 0 ||
+    if (model_weight(it[BLK_W_FC], NAMED("ff.layers.0.weight"), fc_shape, &blk->w_fc) < 0 ||
         optional_f32(it[BLK_B_FC], NAMED("ff.layers.0.bias"), 1, hshape, &blk->b_fc) < 0 ||
-        model_weight(it[BLK_W_PROJ], NAMED("ff.layers.2.weight"), proj_shape, &blk->w_proj,
-                     &blk->w_proj_bf16) < 0 ||
+        model_weight(it[BLK_W_PROJ], NAMED("ff.layers.2.weight"), proj_shape, &blk->w_proj) < 0 ||
         optional_f32(it[BLK_B_PROJ], NAMED("ff.layers.2.bias"), 1, cshape, &blk->b_proj) < 0)
         return -1;
     blk->hidden = (int)H;
@@ -927,7 +908,7 @@ static gptc_block_params *parse_model(PyObject *const *w, int n_heads, double em
     if (required_f32(w[3], "final_norm.scale", 1, cshape, &m->final_scale) < 0 ||
         required_f32(w[4], "final_norm.shift", 1, cshape, &m->final_shift) < 0 ||
         parse_eps(w[5], "final_norm.eps", &m->final_eps) < 0 ||
-        model_weight(w[6], "out_head.weight", hshape, &m->out_head_w, &m->out_head_w_bf16) < 0 ||
+        model_weight(w[6], "out_head.weight", hshape, &m->out_head_w) < 0 ||
         optional_f32(w[7], "out_head.bias", 1, hbshape, &m->out_head_b) < 0)
         goto fail;
     *blocks_seq = blocks;
@@ -1867,11 +1848,6 @@ static PyObject *py_attention_cached(PyObject *self, PyObject *args)
     return (PyObject *)out;
 }
 
-static PyObject *py_attention_isa(PyObject *self, PyObject *Py_UNUSED(ignored))
-{
-    return PyUnicode_FromString(gptc_attention_isa_name());
-}
-
 /* ------------------------------------------------------------------------
  * Threads and build information
  * ---------------------------------------------------------------------- */
@@ -1897,6 +1873,88 @@ static PyObject *py_isa(PyObject *self, PyObject *Py_UNUSED(ignored))
     return PyUnicode_FromString(gptc_isa_name());
 }
 
+/* A list of kernel-set names from gptc_supported_isas or gptc_compiled_isas. */
+static PyObject *isa_list(int (*list)(const char **, int))
+{
+    const char *names[16];
+    int n = list(names, 16);
+    n = n < 16 ? n : 16;
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *name = PyUnicode_FromString(names[i]);
+        if (name == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, name);
+    }
+    return out;
+}
+
+static PyObject *py_supported_isas(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    return isa_list(gptc_supported_isas);
+}
+
+static PyObject *py_set_isa(PyObject *self, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "set_isa: name must be a str, got %s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    const char *name = PyUnicode_AsUTF8(arg);
+    if (name == NULL) return NULL;
+    if (gptc_set_isa(name) < 0) {
+        PyObject *supported = isa_list(gptc_supported_isas);
+        if (supported == NULL) return NULL;
+        PyErr_Format(PyExc_ValueError,
+                     "set_isa: kernel set %R is not available here; this build and CPU "
+                     "support %R", arg, supported);
+        Py_DECREF(supported);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_fma_peak(PyObject *self, PyObject *args)
+{
+    int nthreads;
+    long iterations;
+    if (!PyArg_ParseTuple(args, "il:fma_peak", &nthreads, &iterations)) return NULL;
+    if (nthreads < 1 || nthreads > 4096) {
+        PyErr_Format(PyExc_ValueError, "fma_peak: nthreads must be in [1, 4096], got %d",
+                     nthreads);
+        return NULL;
+    }
+    if (iterations < 1) {
+        PyErr_Format(PyExc_ValueError, "fma_peak: iterations must be >= 1, got %ld",
+                     iterations);
+        return NULL;
+    }
+    double gflops;
+    Py_BEGIN_ALLOW_THREADS
+    gflops = gptc_fma_peak_gflops(nthreads, iterations);
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(gflops);
+}
+
+static PyObject *py_build_info(PyObject *self, PyObject *Py_UNUSED(ignored))
+{
+    const gptc_build_info *info = gptc_get_build_info();
+    PyObject *isas = isa_list(gptc_compiled_isas);
+    if (isas == NULL) return NULL;
+    PyObject *version = Py_None;   /* _OPENMP, None in a serial build */
+    if (info->openmp) version = PyLong_FromLong(info->openmp);
+    else Py_INCREF(Py_None);
+    /* N hands over the two new references, also on failure */
+    return Py_BuildValue("{s:s, s:O, s:N, s:N, s:O, s:s}", "compiler", info->compiler,
+                         "openmp", info->openmp ? Py_True : Py_False, "openmp_version", version,
+                         "isas_compiled", isas, "sanitize", info->sanitize ? Py_True : Py_False,
+                         "isa", gptc_isa_name());
+}
+
 static PyMethodDef module_methods[] = {
     {"uniform_", py_uniform_, METH_VARARGS, "uniform_(tensor, from, to, generator)"},
     {"randperm", py_randperm, METH_VARARGS,
@@ -1907,10 +1965,8 @@ static PyMethodDef module_methods[] = {
     {"bernoulli_", py_bernoulli_, METH_VARARGS, "bernoulli_(tensor, p, generator)"},
     {"linear", (PyCFunction)(void (*)(void))py_linear, METH_VARARGS | METH_KEYWORDS,
      "linear(input, weight, bias_or_None, *, gelu=False, out=None): input . weight^T + bias, "
-     "then GELU if gelu; with out, out += input . weight^T + bias and out is returned"},
-    {"linear_bf16", (PyCFunction)(void (*)(void))py_linear_bf16, METH_VARARGS | METH_KEYWORDS,
-     "linear_bf16(input, weight_bf16, bias_or_None, *, gelu=False, out=None): linear with a "
-     "weight kept as bfloat16 bits (uint16, from to_bfloat16), widened as it is read"},
+     "then GELU if gelu; with out, out += input . weight^T + bias and out is returned. "
+     "weight is float32, or uint16 bfloat16 bits (from to_bfloat16), widened as read"},
     {"to_bfloat16", py_to_bfloat16, METH_O,
      "to_bfloat16(float32 array): uint16 array of the values rounded to bfloat16 "
      "(nearest even)"},
@@ -1950,9 +2006,17 @@ static PyMethodDef module_methods[] = {
      "adamw_update(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step)"},
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
-    {"isa", py_isa, METH_NOARGS, "isa(): the matmul kernel in use (avx512, avx2, generic)"},
-    {"attention_isa", py_attention_isa, METH_NOARGS,
-     "attention_isa(): the inference attention kernel in use (avx512, avx2, generic)"},
+    {"isa", py_isa, METH_NOARGS,
+     "isa(): the kernel set in use (generic, avx2, avx512, neon); GPTC_ISA chooses at import"},
+    {"set_isa", py_set_isa, METH_O,
+     "set_isa(name): run every later operation on that kernel set (see supported_isas)"},
+    {"supported_isas", py_supported_isas, METH_NOARGS,
+     "supported_isas(): the kernel sets this build has and this CPU runs, narrowest first"},
+    {"fma_peak", py_fma_peak, METH_VARARGS,
+     "fma_peak(nthreads, iterations): GFLOP/s of the kernel set's register-only "
+     "multiply-add loop on nthreads threads, the arithmetic peak"},
+    {"build_info", py_build_info, METH_NOARGS,
+     "build_info() -> dict: compiler, openmp, openmp_version, isas_compiled, sanitize, isa"},
     {"attention_cached", py_attention_cached, METH_VARARGS,
      "attention_cached(q, k_cache, v_cache, num_heads, past) -> out: inference attention of "
      "q (B, Tq, C), positions past .. past + Tq - 1, over caches (B, capacity, C) whose first "

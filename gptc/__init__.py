@@ -6,6 +6,9 @@ in C, under a thin NumPy package with the book's names.
     >>> model = gptc.GPTModel(gptc.GPT_CONFIG_124M)
     >>> logits = model(batch)          # (batch, seq_len) ids -> (batch, seq_len, 50257)
 """
+import os as _os
+import warnings as _warnings
+
 try:
     from . import _C
 except ImportError as exc:   # e.g. `python -m gptc` run inside the source checkout
@@ -14,6 +17,7 @@ except ImportError as exc:   # e.g. `python -m gptc` run inside the source check
         "source tree. Install the package (pip install .) and run from another directory, or "
         "build in place with: python setup.py build_ext --inplace") from exc
 from . import data, nn, optim, training
+from .attention_maps import attention_weights
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .config import GPT2_SIZES, GPT_CONFIG_124M, check_config, gpt2_config
 from .generate import generate, generate_stream, generate_text_simple
@@ -29,18 +33,42 @@ from .pretrained import (download_and_load_gpt2, gpt2_config_from_hparams,
 
 __version__ = "0.1.0"
 
+if _os.environ.get("GPTC_ISA") not in (None, _C.isa()):
+    _warnings.warn(f"GPTC_ISA={_os.environ['GPTC_ISA']!r} names no kernel set this build and "
+                   f"CPU support ({', '.join(_C.supported_isas())}); running {_C.isa()!r}",
+                   RuntimeWarning, stacklevel=2)
+
 
 def set_num_threads(n):
     """Use ``n`` threads in gptc's parallel loops (default: the CPUs this
-    process may use, or OMP_NUM_THREADS)."""
+    process may use, or OMP_NUM_THREADS).
+
+    A build without OpenMP (``build_info()["openmp"]`` is False, e.g. with
+    Apple's clang) always runs on one thread: there ``n`` is still checked,
+    but has no effect, get_num_threads() stays 1, and asking for more than
+    one thread warns (RuntimeWarning)."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"num_threads must be an integer, got {type(n).__name__}")
     _C.set_num_threads(n)
+    if n > 1 and _C.get_num_threads() == 1:
+        _warnings.warn(f"set_num_threads({n}) has no effect: this build of gptc has no "
+                      "OpenMP and runs on one thread (see gptc.build_info())",
+                      RuntimeWarning, stacklevel=2)
 
 
 def get_num_threads():
-    """The number of threads gptc's parallel loops use."""
+    """The number of threads gptc's parallel loops use (always 1 in a build
+    without OpenMP)."""
     return _C.get_num_threads()
+
+
+def build_info():
+    """How this gptc's C core was built: ``compiler`` (name and version),
+    ``openmp`` (bool) and ``openmp_version`` (the _OPENMP date, yyyymm, or
+    None), ``isas_compiled`` (the instruction-set kernels built in),
+    ``sanitize`` (built with AddressSanitizer + UBSan) and ``isa`` (the
+    kernel set in use, as gptc._C.isa())."""
+    return _C.build_info()
 
 
 __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
@@ -48,7 +76,8 @@ __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "MultiHeadAttention", "FeedForward", "LayerNorm", "DummyLayerNorm",
            "generate_text_simple", "generate", "generate_stream", "Generator", "default_generator", "manual_seed",
            "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randperm",
-           "set_num_threads", "get_num_threads", "get_tokenizer", "TokenizerError", "save",
-           "load", "optim", "data", "training", "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
-           "download_and_load_gpt2", "load_gpt2_params_from_tf_ckpt", "load_weights_into_gpt",
-           "gpt2_config_from_hparams", "CheckpointFormatError", "DownloadError"]
+           "set_num_threads", "get_num_threads", "build_info", "get_tokenizer", "TokenizerError",
+           "save", "load", "optim", "data", "training", "Tensor", "tensor", "no_grad",
+           "enable_grad", "is_grad_enabled", "attention_weights", "download_and_load_gpt2",
+           "load_gpt2_params_from_tf_ckpt", "load_weights_into_gpt", "gpt2_config_from_hparams",
+           "CheckpointFormatError", "DownloadError"]

@@ -86,7 +86,8 @@ def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, 
 
 def _cached_decoder(model, batch, capacity):
     """A KV-cache decoder for ``model``, or None when the one-call C forward
-    does not apply (a customised GPTModel, or another kind of model)."""
+    does not apply (a customised GPTModel, one with hooks, or another kind
+    of model)."""
     arguments = getattr(model, "_one_call_arguments", None)
     args = arguments() if arguments is not None else None
     if args is None:
@@ -119,10 +120,11 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     cache. When the sequence outgrows ``context_size``, the window is
     cropped to its last ``context_size`` tokens and run again from position
     0, exactly what recomputing ``model(idx[:, -context_size:])`` sees. A
-    model whose submodules were replaced (or any other model) is simply
-    called on ``idx[:, -context_size:]`` at every step instead. Either way
-    the model runs without recording gradients, as under torch.no_grad().
-    ``generate_stream`` gives the same tokens one step at a time.
+    model whose submodules were replaced or that has forward hooks (or any
+    other model) is simply called on ``idx[:, -context_size:]`` at every
+    step instead. Either way the model runs without recording gradients,
+    as under torch.no_grad(). ``generate_stream`` gives the same tokens one
+    step at a time.
     """
     for seq, length in _decode(model, idx, max_new_tokens, context_size, temperature, top_k,
                                eos_id):

@@ -290,9 +290,9 @@ def from_pretrained(path, model_cls=None):
 
 
 def _model_config(model):
-    """config.json for ``model``, the book's GPTModel exactly (its C forward applies)."""
+    """config.json for ``model``, which must be the book's GPTModel exactly."""
     from .nn import LayerNorm
-    if getattr(model, "_one_call_arguments", lambda: None)() is None:
+    if not getattr(model, "_is_book_model", lambda: False)():
         raise TypeError(f"save_pretrained writes the book's GPTModel; this "
                         f"{type(model).__name__} has submodules GPT2LMHeadModel does not have")
     block = model.trf_blocks[0]

@@ -25,6 +25,25 @@ def small_config(**overrides):
     return cfg
 
 
+def pytest_generate_tests(metafunc):
+    """A test that takes `isa` runs once per kernel set this build and CPU support."""
+    if "isa" in metafunc.fixturenames:
+        from gptc import _C
+        metafunc.parametrize("isa", _C.supported_isas(), indirect=True)
+
+
+@pytest.fixture
+def isa(request):
+    """Every operation of the test runs on the kernel set named by the parameter
+    (gptc._C.set_isa); the one in use before is restored afterwards."""
+    from gptc import _C
+    before = _C.isa()
+    _C.set_isa(request.param)
+    assert _C.isa() == request.param
+    yield request.param
+    _C.set_isa(before)
+
+
 @pytest.fixture(scope="session")
 def torch():
     """PyTorch, or skip the test: gptc itself never needs it."""

@@ -432,9 +432,9 @@ B = np.zeros(5, np.float32)
 
 @pytest.mark.parametrize("args,exc,expect", [
     ((X.astype(np.float64), W, B), TypeError, r"input must have dtype float32, got float64"),
-    ((X, W.astype(np.float64), B), TypeError, r"weight must have dtype float32, got float64"),
-    ((X, W.astype(np.int64), B), TypeError, r"weight must have dtype float32, got int64"),
-    ((X, W.tolist(), B), TypeError, r"weight must be a float32 NumPy array, got list"),
+    ((X, W.astype(np.float64), B), TypeError, r"weight must have dtype float32 or uint16 \(bfloat16 bits\), got float64"),
+    ((X, W.astype(np.int64), B), TypeError, r"weight must have dtype float32 or uint16 \(bfloat16 bits\), got int64"),
+    ((X, W.tolist(), B), TypeError, r"weight must be a float32 or uint16 \(bfloat16 bits\) NumPy array, got list"),
     ((X, W[None], B), ValueError, r"weight must have 2 dimensions, got shape \(1, 5, 8\)"),
     ((X, W[0], B), ValueError, r"weight must have 2 dimensions, got shape \(8,\)"),
     ((X, np.asfortranarray(W), B), ValueError, r"weight must be a C-contiguous"),
@@ -602,7 +602,7 @@ def test_C_gpt_forward_accepts_the_models_arguments(model):
     ("5", 0.0, ValueError, r"final_norm.eps must be positive, got 0.0"),
     ("6:cols", None, ValueError, r"out_head.weight has shape \(1000, 71\), expected \(1000, 72\)"),
     ("6:transposed", None, ValueError, r"out_head.weight must be a C-contiguous"),
-    ("6:f64", None, TypeError, r"out_head.weight must have dtype float32, got float64"),
+    ("6:f64", None, TypeError, r"out_head.weight must have dtype float32 or uint16 \(bfloat16 bits\), got float64"),
     ("7", np.zeros(3, np.float32), ValueError, r"out_head.bias has shape \(3,\), expected \(1000,\)"),
     ("8", 5, ValueError, r"emb_dim \(72\) must be divisible by n_heads \(5\)"),
     ("8", 0, ValueError, r"emb_dim \(72\) must be divisible by n_heads \(0\)"),

@@ -306,3 +306,17 @@ def test_loading_peaks_at_the_parameters_plus_ten_percent(tmp_path):
     print(f"parameters {params / 2**20:.1f} MiB, peak grew by {(peak - before) / 2**20:.1f} "
           f"MiB = {growth:.3f} x the parameters (load took {seconds:.2f} s)")
     assert growth <= 1.10
+
+
+def test_model_with_a_forward_hook_is_saved(transformers, torch, tmp_path):
+    """Hooks change no weight: a hooked model saves, and transformers computes its logits."""
+    gptc.manual_seed(2)
+    model = gptc.GPTModel({"vocab_size": 50, "context_length": 8, "emb_dim": 16,
+                           "n_heads": 2, "n_layers": 1, "drop_rate": 0.0,
+                           "qkv_bias": True}).eval()
+    handle = model.trf_blocks[0].register_forward_hook(lambda module, args, output: None)
+    model.save_pretrained(tmp_path)
+    handle.remove()
+    back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
+    ids = np.array([[1, 2, 3, 49]])
+    report("logits", _hf_logits(torch, back, ids), _gptc_logits(model, ids), atol=1e-5)

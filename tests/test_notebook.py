@@ -11,6 +11,7 @@ import re
 import pytest
 
 import gptc
+from conftest import BOOK_BATCH
 
 nbformat = pytest.importorskip(
     "nbformat", reason="executing the notebook needs nbformat (pip install '.[test]')")
@@ -97,6 +98,53 @@ def test_notebook_prints_the_books_gradient_means(executed):
         assert got == pytest.approx(book, rel=5e-5), (got, book)
 
 
+def _block_norms_in_torch(torch, ref, batch):
+    """The mean token norm after drop_emb and after each block of the book's
+    PyTorch model at seed 123, in eval mode, recorded by torch forward hooks."""
+    torch.manual_seed(123)
+    t_model = ref.GPTModel(dict(gptc.GPT_CONFIG_124M)).eval()
+    norms = []
+
+    def record(module, args, output):
+        norms.append(float(torch.linalg.vector_norm(output, dim=-1).mean()))
+    t_model.drop_emb.register_forward_hook(record)
+    for block in t_model.trf_blocks:
+        block.register_forward_hook(record)
+    with torch.no_grad():
+        t_model(torch.tensor(batch))
+    return norms
+
+
+def test_notebook_hook_prints_the_block_norms_torch_hooks_see(executed, torch, ref):
+    """The forward-hook cell prints, for drop_emb and each of the 12 blocks, the
+    mean token norm that the same hooks give on the book's PyTorch model."""
+    out = "\n".join(_text_outputs(executed))
+    found = re.findall(r"^(drop_emb|trf_blocks\.\d+) +\(2, 4, 768\) +mean token norm (\S+)$",
+                       out, re.M)
+    assert [name for name, _ in found] == ["drop_emb"] + [f"trf_blocks.{i}" for i in range(12)]
+    assert "same logits as the one-call forward: True" in out
+    expected = _block_norms_in_torch(torch, ref, BOOK_BATCH)
+    for (name, got), norm in zip(found, expected):
+        print(f"{name}: notebook {got}, torch {norm:.6f}")
+        assert float(got) == pytest.approx(norm, abs=1e-4), name
+
+
+def _attention_plot_cells(nb):
+    return [cell for cell in nb.cells if cell.cell_type == "code" and "imshow" in cell.source
+            and "attention" in cell.source]
+
+
+def test_notebook_shows_the_attention_maps(executed):
+    """The attention-map cells print the (12, 1, 12, 4, 4) weights of "Every effort
+    moves you" with rows summing to 1, and the heat-map cell displays an image."""
+    out = "\n".join(_text_outputs(executed))
+    assert "attention weights: (12, 1, 12, 4, 4) float32" in out
+    assert "every row sums to 1: True" in out
+    assert re.search(r"block 0, head 0:\n\[\[1\. +0\. +0\. +0\. +\]", out)
+    (plot_cell,) = _attention_plot_cells(executed)
+    assert any("image/png" in output.get("data", {}) for output in plot_cell.outputs)
+
+
 def test_notebook_needs_no_torch():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     sources = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
@@ -112,3 +160,5 @@ def test_stored_notebook_has_its_outputs():
     assert counts == list(range(1, len(code_cells) + 1)), counts
     assert not any(output.output_type == "error" for cell in code_cells
                    for output in cell.outputs)
+    (plot_cell,) = _attention_plot_cells(nb)
+    assert any("image/png" in output.get("data", {}) for output in plot_cell.outputs)

@@ -30,7 +30,7 @@ def linear(input, weight, bias=None):
     x = as_float32(data_of(input))
     weight_bf16 = getattr(weight, "bfloat16", None)
     if weight_bf16 is not None:
-        out = _C.linear_bf16(x, weight_bf16, bias)
+        out = _C.linear(x, weight_bf16, bias)
         if not recording(input, weight, bias):
             return out
 

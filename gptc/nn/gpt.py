@@ -8,6 +8,8 @@ Every module can be called on its own; ``GPTModel.forward`` runs the whole
 network in one C call (csrc/model.c) that reads the weights where these
 modules hold them.
 """
+import warnings
+
 import numpy as np
 
 from .. import _C
@@ -16,6 +18,7 @@ from ..autograd import Tensor, data_of, recording
 from ..config import check_config
 from ..random import default_generator
 from . import functional as F
+from .hooks import has_hooks, has_own_hooks
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear
 from .module import Module, Sequential
 
@@ -105,8 +108,14 @@ class MultiHeadAttention(Module):
         if x.shape[1] > self.context_length:
             raise ValueError(f"input holds {x.shape[1]} tokens, more than context_length "
                              f"{self.context_length}")
-        if recording(x, *self.parameters()):
-            # Recorded step by step so that backward can run through each part.
+        hooked = has_hooks(self)
+        if hooked and has_own_hooks(self.dropout):
+            warnings.warn("a hook on MultiHeadAttention.dropout is not called: gptc applies "
+                          "the attention dropout inside its C kernel (gptc.attention_weights"
+                          "(model, idx) returns the attention weights)", stacklevel=2)
+        if hooked or recording(x, *self.parameters()):
+            # Step by step, so that backward can run through each part and
+            # the hooks of the projections fire.
             queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
             context = F.causal_attention(queries, keys, values, self.num_heads,
                                          _dropout_p(self.dropout))
@@ -171,21 +180,21 @@ class TransformerBlock(Module):
         return x
 
 
-def _check_in_idx(in_idx, context_length, vocab_size):
-    """Token ids as a (batch, seq_len) int64 array, or a clear error."""
-    in_idx = as_token_ids(in_idx, name="in_idx", ndim=2)
+def _check_in_idx(in_idx, context_length, vocab_size, name="in_idx"):
+    """Token ids as a (batch, seq_len) int64 array, or a clear error naming ``name``."""
+    in_idx = as_token_ids(in_idx, name=name, ndim=2)
     batch, seq_len = in_idx.shape
     if batch == 0 or seq_len == 0:
-        raise ValueError(f"in_idx has shape {in_idx.shape}: the batch and the sequence "
+        raise ValueError(f"{name} has shape {in_idx.shape}: the batch and the sequence "
                          "must each hold at least one token")
     if seq_len > context_length:
-        raise ValueError(f"in_idx holds sequences of {seq_len} tokens, longer than the "
+        raise ValueError(f"{name} holds sequences of {seq_len} tokens, longer than the "
                          f"context_length {context_length} (crop it to the last "
                          "context_length tokens, as generate_text_simple does)")
     bad = (in_idx < 0) | (in_idx >= vocab_size)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
-        raise IndexError(f"in_idx contains token id {int(in_idx.flat[pos])} at flat position "
+        raise IndexError(f"{name} contains token id {int(in_idx.flat[pos])} at flat position "
                          f"{pos}, outside the vocabulary: ids must be in [0, {vocab_size}) for "
                          f"vocab_size {vocab_size}")
     return in_idx
@@ -263,21 +272,29 @@ class GPTModel(Module):
         from ..huggingface import save_pretrained
         save_pretrained(self, path)
 
-    def _one_call_arguments(self):
-        """The weights in the order gptc._C.gpt_forward takes them, or None if
-        a submodule was replaced by something the C forward does not know."""
+    def _is_book_model(self):
+        """True if every submodule is still the book's (hooks aside): what the
+        one-call C forward computes and GPT-2's file layout describes."""
         emb_dim = self.tok_emb.embedding_dim
         blocks = self.trf_blocks
         if not (type(self.tok_emb) is Embedding and type(self.pos_emb) is Embedding
                 and type(self.drop_emb) is Dropout and type(blocks) is Sequential
                 and type(self.final_norm) is LayerNorm and type(self.out_head) is Linear
                 and self.pos_emb.embedding_dim == emb_dim and len(blocks) > 0):
-            return None
+            return False
         n_heads = blocks[0].att.num_heads if type(blocks[0]) is TransformerBlock else 0
+        return all(_is_book_block(block, emb_dim, n_heads) for block in blocks)
+
+    def _one_call_arguments(self):
+        """The weights in the order gptc._C.gpt_forward takes them, or None if
+        a submodule was replaced by something the C forward does not know, or
+        if a module of the model has a hook (the C forward would skip it)."""
+        if has_hooks(self) or not self._is_book_model():
+            return None
+        blocks = self.trf_blocks
+        n_heads = blocks[0].att.num_heads
         block_args = []
         for block in blocks:
-            if not _is_book_block(block, emb_dim, n_heads):
-                return None
             att, ff = block.att, block.ff.layers
             block_args.append((
                 block.norm1.scale, block.norm1.shift, block.norm1.eps,
@@ -299,15 +316,21 @@ class GPTModel(Module):
 
         Ids of any integer dtype and any memory layout are accepted (converted
         to contiguous int64 once); float ids raise TypeError, ids outside
-        [0, vocab_size) raise IndexError naming the id."""
+        [0, vocab_size) raise IndexError naming the id.
+
+        Without hooks and without recording gradients this is one C call.
+        While a forward hook or pre-hook is registered on the model or any
+        module in it (``register_forward_hook``), the modules are called one
+        by one instead, as while recording, so that every hook fires (under
+        ``no_grad`` too); the logits are the same either way."""
         in_idx = _check_in_idx(data_of(in_idx), self.pos_emb.num_embeddings,
                                self.tok_emb.num_embeddings)
         if not recording(*self.parameters()):
             args = self._one_call_arguments()
             if args is not None:
                 return _C.gpt_forward(in_idx, *args)
-        # Recording gradients, or a customised model: run the modules one by
-        # one, as the book writes it.
+        # Recording gradients, hooks, or a customised model: run the modules
+        # one by one, as the book writes it.
         return _forward_through_modules(self, in_idx)
 
 

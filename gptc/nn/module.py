@@ -3,12 +3,15 @@
 A gptc model is built exactly as the book builds a PyTorch model: subclass
 ``Module``, assign layers and parameters as attributes in ``__init__``, write
 ``forward``. Assignment registers them, so ``parameters()``, ``state_dict()``,
-``train()``/``eval()`` and the printed module tree work as in PyTorch.
-Tensors are NumPy arrays; a ``Parameter`` is a float32 array that a module owns.
+``train()``/``eval()``, the printed module tree and forward hooks
+(``register_forward_hook``, ``register_forward_pre_hook``; see hooks.py) work
+as in PyTorch. Tensors are NumPy arrays; a ``Parameter`` is a float32 array that a module owns.
 """
 from collections import OrderedDict, namedtuple
 
 import numpy as np
+
+from .hooks import add_hook, call_with_hooks
 
 __all__ = ["Parameter", "Module", "Sequential", "ModuleList"]
 
@@ -94,6 +97,8 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_non_persistent_buffers", set())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_forward_pre_hooks", OrderedDict())
+        object.__setattr__(self, "_forward_hooks", OrderedDict())
         object.__setattr__(self, "training", True)
 
     # -- attribute registration ------------------------------------------
@@ -401,7 +406,45 @@ class Module:
                         "gptc.nn.Module must")
 
     def __call__(self, *args, **kwargs):
+        if self._forward_pre_hooks or self._forward_hooks:
+            return call_with_hooks(self, args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # -- hooks ---------------------------------------------------------------
+    def register_forward_pre_hook(self, hook, *, prepend=False, with_kwargs=False):
+        """Call ``hook(module, args)`` before every ``forward``, as PyTorch does.
+
+        ``args`` is the tuple of positional arguments. A hook that returns
+        something other than None replaces them: a tuple is the new arguments,
+        any other value the single new argument. With ``with_kwargs=True`` the
+        hook is ``hook(module, args, kwargs)`` and returns None or ``(args,
+        kwargs)``. Hooks run in registration order (``prepend=True``: first).
+        Returns a handle whose ``remove()`` unregisters the hook.
+
+        A GPTModel with a hook on any of its modules runs its modules one by
+        one (not the one-call C forward), so that every hook fires, except
+        on ``MultiHeadAttention.dropout``, which the C attention kernel
+        applies itself (see gptc/nn/hooks.py).
+        """
+        return add_hook(self, self._forward_pre_hooks, hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend=False, with_kwargs=False,
+                              always_call=False):
+        """Call ``hook(module, args, output)`` after every ``forward``, as PyTorch does.
+
+        A hook that returns something other than None replaces the output,
+        for the hooks after it and for the caller. With ``with_kwargs=True``
+        the hook is ``hook(module, args, kwargs, output)``; with
+        ``always_call=True`` it also runs when forward raises. Hooks run in
+        registration order (``prepend=True``: first). Returns a handle whose
+        ``remove()`` unregisters the hook.
+
+        A GPTModel with a hook on any of its modules runs its modules one by
+        one (not the one-call C forward), so that every hook fires, except
+        on ``MultiHeadAttention.dropout``, which the C attention kernel
+        applies itself (see gptc/nn/hooks.py).
+        """
+        return add_hook(self, self._forward_hooks, hook, prepend, with_kwargs, always_call)
 
     # -- printing ----------------------------------------------------------
     def extra_repr(self):

@@ -1,0 +1,182 @@
+/*
+ * generic.c - the kernels in portable C, for any CPU.
+ *
+ * The compiler vectorises them for its baseline (SSE2 on x86-64, NEON on
+ * arm64): the loops keep LANES independent partial sums so that it can.
+ * This is also the reference the SIMD files are tested against.
+ */
+#include "../internal.h"
+#include "../kernels.h"
+#include "rows.h"
+
+#include <string.h>
+
+#define LANES 8   /* independent partial sums per dot product */
+
+/* ---- weights as float32 or bfloat16, one value at a time ---- */
+typedef float (*weight_at_fn)(const void *w, size_t i);
+
+static inline __attribute__((always_inline)) float f32_at(const void *w, size_t i)
+{
+    return ((const float *)w)[i];
+}
+
+static inline __attribute__((always_inline)) float bf16_at(const void *w, size_t i)
+{
+    return gptc_bf16_to_f32(((const uint16_t *)w)[i]);
+}
+
+/* ---- packed GEMM: a 4 x 8 tile, small enough for 16 SSE registers ---- */
+#define MR 4
+#define NR 8
+
+static void tile(int kc, const float *ap, const float *bp, float *c, ptrdiff_t ldc, int add)
+{
+    float acc[MR][NR] = {{0}};
+    for (int p = 0; p < kc; p++) {
+        for (int i = 0; i < MR; i++) {
+            float a = ap[i];
+            for (int j = 0; j < NR; j++) acc[i][j] += a * bp[j];
+        }
+        ap += MR;
+        bp += NR;
+    }
+    for (int i = 0; i < MR; i++) {
+        for (int j = 0; j < NR; j++) {
+            c[i * ldc + j] = add ? c[i * ldc + j] + acc[i][j] : acc[i][j];
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void pack_body(
+    float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride, int rows, int width, int len,
+    weight_at_fn at)
+{
+    for (int r = 0; r < rows; r++) {
+        for (int p = 0; p < len; p++) dst[p * ld + r] = at(src, (size_t)(r * stride + p));
+    }
+    for (int r = rows; r < width; r++) {
+        for (int p = 0; p < len; p++) dst[p * ld + r] = 0.0f;
+    }
+}
+
+static void pack_f32(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride, int rows,
+                     int width, int len)
+{
+    pack_body(dst, ld, src, stride, rows, width, len, f32_at);
+}
+
+static void pack_bf16(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride, int rows,
+                      int width, int len)
+{
+    pack_body(dst, ld, src, stride, rows, width, len, bf16_at);
+}
+
+/* ---- few-rows products ---- */
+static inline __attribute__((always_inline)) float sum_lanes(const float *acc)
+{
+    float s = 0.0f;
+    for (int u = 0; u < LANES; u++) s += acc[u];
+    return s;
+}
+
+static inline __attribute__((always_inline)) float dot_body(const float *x, const void *w,
+                                                            int K, weight_at_fn at)
+{
+    float acc[LANES] = {0};
+    int k = 0;
+    for (; k + LANES <= K; k += LANES) {
+        for (int u = 0; u < LANES; u++) acc[u] += x[k + u] * at(w, (size_t)(k + u));
+    }
+    float s = sum_lanes(acc);
+    for (; k < K; k++) s += x[k] * at(w, (size_t)k);
+    return s;
+}
+
+static inline __attribute__((always_inline)) void tile_body(float *res, const float *x,
+                                                            const void *w, int K,
+                                                            weight_at_fn at)
+{
+    float acc[ROWS_MR][ROWS_NR][LANES];
+    memset(acc, 0, sizeof(acc));
+    int k = 0;
+    for (; k + LANES <= K; k += LANES) {
+        for (int i = 0; i < ROWS_MR; i++) {
+            for (int j = 0; j < ROWS_NR; j++) {
+                for (int u = 0; u < LANES; u++) {
+                    acc[i][j][u] += x[(size_t)i * K + k + u] * at(w, (size_t)j * K + k + u);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < ROWS_MR; i++) {
+        for (int j = 0; j < ROWS_NR; j++) {
+            float s = sum_lanes(acc[i][j]);
+            for (int kk = k; kk < K; kk++) s += x[(size_t)i * K + kk] * at(w, (size_t)j * K + kk);
+            res[i * ROWS_NR + j] = s;
+        }
+    }
+}
+
+static float dot_f32(const float *x, const void *w, int K) { return dot_body(x, w, K, f32_at); }
+static float dot_bf16(const float *x, const void *w, int K) { return dot_body(x, w, K, bf16_at); }
+static void tile_f32(float *res, const float *x, const void *w, int K)
+{
+    tile_body(res, x, w, K, f32_at);
+}
+static void tile_bf16(float *res, const float *x, const void *w, int K)
+{
+    tile_body(res, x, w, K, bf16_at);
+}
+
+static void rows_f32(float *out, const float *x, const void *w, const float *bias, int M,
+                     int K, int N, int n0, int n1, int accumulate)
+{
+    rows_body(out, x, w, sizeof(float), bias, M, K, N, n0, n1, accumulate, tile_f32, dot_f32);
+}
+
+static void rows_bf16(float *out, const float *x, const void *w, const float *bias, int M,
+                      int K, int N, int n0, int n1, int accumulate)
+{
+    rows_body(out, x, w, sizeof(uint16_t), bias, M, K, N, n0, n1, accumulate, tile_bf16,
+              dot_bf16);
+}
+
+/* ---- inference attention: 4-float vectors ---- */
+#define ATT_VEC 4
+#define ATT_TARGET
+#include "flash_attention.h"
+
+/* ---- the arithmetic peak: 8 chains of 4-float multiply-adds ---- */
+typedef float vec4 __attribute__((vector_size(4 * sizeof(float))));
+
+static float fma_loop(long iterations)
+{
+    vec4 acc[8];
+    const vec4 a = {0.999f, 0.999f, 0.999f, 0.999f}, b = {1e-3f, 1e-3f, 1e-3f, 1e-3f};
+    for (int i = 0; i < 8; i++) acc[i] = (vec4){(float)i, 1.0f, 2.0f, 3.0f};
+    for (long n = 0; n < iterations; n++) {
+        /* a dependent chain per accumulator: rounding keeps the compiler
+         * from folding the rounds into fewer */
+        for (int i = 0; i < 8; i++) acc[i] = acc[i] * a + b;
+    }
+    vec4 s = acc[0];
+    for (int i = 1; i < 8; i++) s += acc[i];
+    return s[0] + s[1] + s[2] + s[3];
+}
+
+const gptc_kernels gptc_kernels_generic = {
+    .name = "generic",
+    .mr = MR,
+    .nr = NR,
+    .pack_width = NR,
+    .tile = tile,
+    .pack_f32 = pack_f32,
+    .pack_bf16 = pack_bf16,
+    .rows_f32 = rows_f32,
+    .rows_bf16 = rows_bf16,
+    .packed_min_rows = 8,
+    .flash_task = att_flash_task,
+    .fma_loop = fma_loop,
+    .fma_flops_per_iteration = 8 * 4 * 2,
+};

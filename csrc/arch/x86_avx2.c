@@ -1,0 +1,177 @@
+/*
+ * x86_avx2.c - the kernels in AVX2 + FMA intrinsics (x86-64 CPUs since
+ * Intel Haswell and AMD Zen): 16 registers of 8 floats.
+ *
+ * Every function carries the target attribute, so this file compiles in
+ * the default (baseline x86-64) build and runs only after isa.c has seen
+ * AVX2 and FMA on the CPU. Ragged edges use masked loads and stores, which
+ * never touch memory outside the mask: every kernel is tested with its
+ * operands ending at a guard page.
+ */
+#include "../internal.h"
+#include "../kernels.h"
+
+#if defined(GPTC_HAVE_X86_KERNELS)
+#include <immintrin.h>
+#include <string.h>
+
+#define TARGET __attribute__((target("avx2,fma")))
+
+/* lanes 0 .. n - 1 set */
+TARGET static inline __m256i lane_mask(int n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+TARGET static inline float hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* ---- the vector mapping of rows_simd.h ---- */
+typedef __m256 vf;
+#define VF_LANES 8
+
+/* bfloat16 widened: each value becomes the top half of a float */
+TARGET static inline __m256 widen_bf16x8(__m128i h)
+{
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+TARGET static inline vf vf_zero(void) { return _mm256_setzero_ps(); }
+TARGET static inline vf vf_loadu(const float *p) { return _mm256_loadu_ps(p); }
+TARGET static inline vf vf_load_part(const float *p, int n)
+{
+    return _mm256_maskload_ps(p, lane_mask(n));
+}
+TARGET static inline vf vf_load_bf16(const uint16_t *p)
+{
+    return widen_bf16x8(_mm_loadu_si128((const __m128i *)p));
+}
+TARGET static inline vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+TARGET static inline vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
+TARGET static inline float vf_hsum(vf v) { return hsum(v); }
+
+#include "rows_simd.h"
+
+/* ---- packed GEMM: a 6 x 16 tile, twelve accumulators + two B vectors +
+ * one broadcast of the sixteen registers ---- */
+#define MR 6
+#define NR 16
+
+TARGET static void tile(int kc, const float *ap, const float *bp, float *c, ptrdiff_t ldc,
+                        int add)
+{
+    __m256 acc[MR][2];
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+    for (int p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+        for (int i = 0; i < MR; i++) {
+            __m256 a = _mm256_broadcast_ss(ap + i);
+            acc[i][0] = _mm256_fmadd_ps(a, b0, acc[i][0]);
+            acc[i][1] = _mm256_fmadd_ps(a, b1, acc[i][1]);
+        }
+        ap += MR;
+        bp += NR;
+    }
+    for (int i = 0; i < MR; i++) {
+        float *ci = c + i * ldc;
+        if (add) {
+            acc[i][0] = _mm256_add_ps(_mm256_loadu_ps(ci), acc[i][0]);
+            acc[i][1] = _mm256_add_ps(_mm256_loadu_ps(ci + 8), acc[i][1]);
+        }
+        _mm256_storeu_ps(ci, acc[i][0]);
+        _mm256_storeu_ps(ci + 8, acc[i][1]);
+    }
+}
+
+/* The packing transposes in 8 x 8 squares held in registers: whole-vector
+ * loads and (masked) stores instead of one float at a time. */
+TARGET static inline void transpose8_store(__m256 r[8], float *dst, ptrdiff_t ld, int n,
+                                           __m256i store_mask)
+{
+    __m256 t[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        t[k] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x20);
+        t[k + 4] = _mm256_permute2f128_ps(r[k], r[k + 4], 0x31);
+    }
+    for (int k = 0; k < n; k++) _mm256_maskstore_ps(dst + k * ld, store_mask, t[k]);
+}
+
+TARGET static inline __attribute__((always_inline)) void pack_body(
+    float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride, int rows, int width, int len,
+    w_load_part_fn load_part)
+{
+    const __m256i store_mask = lane_mask(width);
+    for (int p = 0; p < len; p += 8) {
+        int n = len - p < 8 ? len - p : 8;
+        __m256 r[8];
+        for (int i = 0; i < 8; i++) {
+            r[i] = i < rows ? load_part(src, (size_t)(i * stride + p), n) : _mm256_setzero_ps();
+        }
+        transpose8_store(r, dst + p * ld, ld, n, store_mask);
+    }
+}
+
+TARGET static void pack_f32(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride,
+                            int rows, int width, int len)
+{
+    pack_body(dst, ld, src, stride, rows, width, len, f32_load_part);
+}
+
+TARGET static void pack_bf16(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride,
+                             int rows, int width, int len)
+{
+    pack_body(dst, ld, src, stride, rows, width, len, bf16_load_part);
+}
+
+/* ---- inference attention: 8-float vectors ---- */
+#define ATT_VEC 8
+#define ATT_TARGET TARGET
+#include "flash_attention.h"
+
+/* ---- the arithmetic peak: 12 chains of 8-float FMAs, enough to cover
+ * the FMA latency (4 cycles) on two FMA ports ---- */
+TARGET static float fma_loop(long iterations)
+{
+    __m256 acc[12];
+    const __m256 a = _mm256_set1_ps(0.999f), b = _mm256_set1_ps(1e-3f);
+    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
+    for (long n = 0; n < iterations; n++) {
+        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+    }
+    __m256 s = acc[0];
+    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
+    return hsum(s);
+}
+
+const gptc_kernels gptc_kernels_avx2 = {
+    .name = "avx2",
+    .mr = MR,
+    .nr = NR,
+    .pack_width = 8,
+    .tile = tile,
+    .pack_f32 = pack_f32,
+    .pack_bf16 = pack_bf16,
+    .rows_f32 = rows_f32,
+    .rows_bf16 = rows_bf16,
+    .packed_min_rows = 16,
+    .flash_task = att_flash_task,
+    .fma_loop = fma_loop,
+    .fma_flops_per_iteration = 12 * 8 * 2,
+};
+
+#endif /* GPTC_HAVE_X86_KERNELS */

@@ -1,0 +1,140 @@
+/*
+ * isa.c - which kernel set (kernels.h) gptc runs.
+ *
+ * The widest set that both this build and this CPU support is chosen on
+ * first use; GPTC_ISA=generic|avx2|avx512|neon forces one (a name the CPU
+ * cannot run is ignored, never obeyed: gptc._C.isa() says what runs), and
+ * gptc_set_isa switches at run time. Every operation reads the selected
+ * table once when it starts, so a switch takes effect from the next one.
+ */
+#define _POSIX_C_SOURCE 199309L   /* clock_gettime under -std=c11 */
+#include "gptc.h"
+#include "internal.h"
+#include "kernels.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+const gptc_kernels *const gptc_kernels_compiled[] = {
+    &gptc_kernels_generic,
+#ifdef GPTC_HAVE_X86_KERNELS
+    &gptc_kernels_avx2,
+    &gptc_kernels_avx512,
+#endif
+#ifdef GPTC_HAVE_NEON_KERNELS
+    &gptc_kernels_neon,
+#endif
+    NULL,
+};
+
+/* Whether this CPU runs the kernels of table t. */
+static int cpu_runs(const gptc_kernels *t)
+{
+#ifdef GPTC_HAVE_X86_KERNELS
+    /* libgcc's (and compiler-rt's) feature bits include the OS check
+     * (XGETBV) that the registers are saved across context switches */
+    __builtin_cpu_init();
+    int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (t == &gptc_kernels_avx2) return avx2;
+    if (t == &gptc_kernels_avx512) return avx2 && __builtin_cpu_supports("avx512f");
+#endif
+    /* generic runs anywhere; NEON is part of every ARMv8-A CPU */
+    return 1;
+}
+
+static const gptc_kernels *find(const char *name)
+{
+    for (int i = 0; gptc_kernels_compiled[i] != NULL; i++) {
+        const gptc_kernels *t = gptc_kernels_compiled[i];
+        if (strcmp(t->name, name) == 0 && cpu_runs(t)) return t;
+    }
+    return NULL;
+}
+
+static const gptc_kernels *choose(void)
+{
+    const char *forced = getenv("GPTC_ISA");
+    const gptc_kernels *t = forced != NULL ? find(forced) : NULL;
+    if (t != NULL) return t;
+    for (int i = 0; gptc_kernels_compiled[i] != NULL; i++) {
+        if (cpu_runs(gptc_kernels_compiled[i])) t = gptc_kernels_compiled[i];
+    }
+    return t;   /* the widest: the list is narrowest first */
+}
+
+static _Atomic(const gptc_kernels *) active;   /* NULL until first use */
+
+const gptc_kernels *gptc_active_kernels(void)
+{
+    /* Racing first calls both store what choose() returns, the same table. */
+    const gptc_kernels *t = atomic_load(&active);
+    if (t == NULL) {
+        t = choose();
+        atomic_store(&active, t);
+    }
+    return t;
+}
+
+const char *gptc_isa_name(void)
+{
+    return gptc_active_kernels()->name;
+}
+
+int gptc_set_isa(const char *name)
+{
+    const gptc_kernels *t = find(name);
+    if (t == NULL) return -1;
+    atomic_store(&active, t);
+    return 0;
+}
+
+int gptc_supported_isas(const char **names, int capacity)
+{
+    int n = 0;
+    for (int i = 0; gptc_kernels_compiled[i] != NULL; i++) {
+        if (!cpu_runs(gptc_kernels_compiled[i])) continue;
+        if (n < capacity) names[n] = gptc_kernels_compiled[i]->name;
+        n++;
+    }
+    return n;
+}
+
+int gptc_compiled_isas(const char **names, int capacity)
+{
+    int n = 0;
+    for (int i = 0; gptc_kernels_compiled[i] != NULL; i++, n++) {
+        if (n < capacity) names[n] = gptc_kernels_compiled[i]->name;
+    }
+    return n;
+}
+
+static double seconds_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+double gptc_fma_peak_gflops(int nthreads, long iterations)
+{
+    const gptc_kernels *t = gptc_active_kernels();
+    volatile float sink = 0.0f;
+    int ran = 0;   /* threads that ran the loop: 1 in a build without OpenMP */
+    double start = seconds_now();
+#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    {
+        float v = t->fma_loop(iterations);
+        /* one store per thread keeps each loop's result live */
+#pragma omp critical
+        {
+            sink += v;
+            ran++;
+        }
+    }
+    double elapsed = seconds_now() - start;
+    (void)sink;
+    double flops = (double)ran * (double)iterations * t->fma_flops_per_iteration;
+    return elapsed > 0.0 ? flops / elapsed * 1e-9 : 0.0;
+}

@@ -1,0 +1,141 @@
+/*
+ * kernels.h - the kernel layer: the innermost loops of gptc, written once
+ * per instruction set, behind one table of function pointers.
+ *
+ * Everything that depends on the CPU's vector instructions is a kernel
+ * here; everything else (blocking, threading, bias and GELU epilogues,
+ * which product takes which path) is written once, in matmul.c and
+ * attention.c, and calls the kernels of the selected table. Each
+ * instruction set has a file of its own in csrc/arch/:
+ *
+ *   generic.c      portable C (any CPU; SSE2 vectors on x86-64, whatever
+ *                  the compiler's baseline is elsewhere)
+ *   x86_avx2.c     AVX2 + FMA (x86-64 since Haswell / Zen)
+ *   x86_avx512.c   AVX-512F (Skylake-SP and later Xeons, Zen 4)
+ *   arm64_neon.c   ARMv8 Advanced SIMD (Apple Silicon, Graviton, ...)
+ *
+ * isa.c picks the widest table the CPU supports when gptc is imported;
+ * GPTC_ISA=generic|avx2|avx512|neon forces one, and gptc_set_isa switches
+ * at run time (the tests run every kernel set in one process that way).
+ * The x86 files compile their functions with target attributes, so the
+ * default build needs no -march flag and runs on any x86-64 CPU.
+ *
+ * Not a public header: gptc.h is the API.
+ */
+#ifndef GPTC_KERNELS_H
+#define GPTC_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "gptc.h"
+
+/* ------------------------------------------------------------------------
+ * Packed matrix multiply (matmul.c drives it, BLIS-style).
+ * ---------------------------------------------------------------------- */
+
+/* The register tile: acc[i][j] = sum over p < kc of ap[p * MR + i] * bp[p * NR + j]
+ * for the table's MR x NR, then c[i * ldc + j] = acc (add == 0) or += acc
+ * (add == 1). ap and bp are packed panels aligned to 64 bytes. */
+typedef void (*gptc_tile_fn)(int kc, const float *ap, const float *bp, float *c,
+                             ptrdiff_t ldc, int add);
+
+/* The packing transposes: dst[p * ld + r] = src[r * stride + p] for
+ * r < rows and p < len; lanes rows <= r < width are written as zeros
+ * (width <= the table's pack_width). src holds float32, or bfloat16
+ * (uint16_t) for the bfloat16 variant, which widens as it packs. */
+typedef void (*gptc_pack_fn)(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride,
+                             int rows, int width, int len);
+
+/* ------------------------------------------------------------------------
+ * Few-rows products (decode steps, small batches): dot products of an x
+ * row with a W row, both contiguous, every weight read once for all rows.
+ *
+ * For columns n0 <= j < n1 and all rows m < M:
+ *   out[m * N + j] = (accumulate ? out[m * N + j] : 0) + x_m . w_j + bias[j]
+ * x is [M, K] float32, w is [N, K] in the kernel's weight type, bias may
+ * be NULL. Each output is summed in one fixed order, so a row computed
+ * alone equals the same row computed among others.
+ * ---------------------------------------------------------------------- */
+#define GPTC_ROWS_MAX_NR 4   /* W rows per tile, at most: the driver's chunks are multiples */
+typedef void (*gptc_rows_fn)(float *out, const float *x, const void *w, const float *bias,
+                             int M, int K, int N, int n0, int n1, int accumulate);
+
+/* ------------------------------------------------------------------------
+ * Inference attention (attention.c): the blocked online-softmax kernel.
+ * ---------------------------------------------------------------------- */
+#define GPTC_ATT_Q_BLOCK 64    /* query rows per task */
+#define GPTC_ATT_K_BLOCK 32    /* keys per block */
+#define GPTC_ATT_ROW_TILE 4    /* query rows sharing each load of a key or value */
+
+/* One problem: queries of Tq new positions past, ..., past + Tq - 1 (rows
+ * of q and out, B * Tq of them, row stride C) over keys and values
+ * 0 .. past + Tq - 1 (batch b's rows start at k + b * kv_batch_stride). */
+typedef struct gptc_flash_problem {
+    float *out;
+    const float *q, *k, *v;
+    int Tq, past, C, HS;
+    size_t kv_batch_stride;
+    float divisor;             /* sqrt(HS) */
+} gptc_flash_problem;
+
+/* Per-thread scratch of one task, in floats. */
+static inline size_t gptc_flash_scratch_floats(int HS)
+{
+    return (size_t)HS * GPTC_ATT_K_BLOCK               /* the key block, transposed */
+           + (size_t)GPTC_ATT_ROW_TILE * GPTC_ATT_K_BLOCK   /* scores, then exp(s - m) */
+           + 2 * (size_t)GPTC_ATT_Q_BLOCK;                  /* m and l per row */
+}
+
+/* One task: query rows [row0, row0 + nrows) of batch b, head h. */
+typedef void (*gptc_flash_task_fn)(const gptc_flash_problem *pb, int b, int h, int row0,
+                                   int nrows, float *scratch);
+
+/* ------------------------------------------------------------------------
+ * The table.
+ * ---------------------------------------------------------------------- */
+typedef struct gptc_kernels {
+    const char *name;               /* "generic", "avx2", "avx512", "neon" */
+    int mr, nr;                     /* the register tile's shape */
+    int pack_width;                 /* the widest square of the packing transposes */
+    gptc_tile_fn tile;
+    gptc_pack_fn pack_f32, pack_bf16;
+    gptc_rows_fn rows_f32, rows_bf16;
+    /* Products with fewer rows than this take the few-rows kernels, which
+     * read each weight once; from here on packing W pays for itself. The
+     * crossing depends on both kernels: each table's value is where the two
+     * timed equal on GPT-2's four weight shapes, M = 4 .. 64, one thread. */
+    int packed_min_rows;
+    gptc_flash_task_fn flash_task;
+    /* A register-only loop of independent multiply-adds for `iterations`
+     * rounds: the machine's arithmetic peak on one thread. Returns a value
+     * of the sums so the work cannot be optimised away; does
+     * fma_flops_per_iteration floating-point operations per round. */
+    float (*fma_loop)(long iterations);
+    int fma_flops_per_iteration;
+} gptc_kernels;
+
+extern const gptc_kernels gptc_kernels_generic;
+#if defined(__x86_64__) && defined(__GNUC__)
+#define GPTC_HAVE_X86_KERNELS 1
+extern const gptc_kernels gptc_kernels_avx2;
+extern const gptc_kernels gptc_kernels_avx512;
+#endif
+#if defined(__aarch64__)
+#define GPTC_HAVE_NEON_KERNELS 1
+extern const gptc_kernels gptc_kernels_neon;
+#endif
+
+/* The tables compiled into this build, NULL-terminated, narrowest first. */
+extern const gptc_kernels *const gptc_kernels_compiled[];
+
+/* The selected table (isa.c). A caller reads it once per operation, so an
+ * operation never mixes two tables even if another thread switches. */
+const gptc_kernels *gptc_active_kernels(void);
+
+/* The largest tile and transpose of any table, for buffers sized before a
+ * table is read (gptc_gemm_serial_floats). */
+#define GPTC_MAX_MR 12
+#define GPTC_MAX_NR 32
+
+#endif /* GPTC_KERNELS_H */
