@@ -3,7 +3,8 @@
 
 One run, one machine, the same thread count for everyone. Cases (``--cases``):
 
-  1  GPT-2 124M forward, batch (2, 4), eval mode, all logits
+  1  GPT-2 124M forward, batch (2, 4), eval mode, all logits; PyTorch and, when installed
+     (pip install ".[bench]"), ONNX Runtime running the book's model exported to ONNX
   2  forward (4, 64)
   3  forward (1, 1024)
   4  greedy generation with a KV cache, "Hello, I am" + N tokens, tokens/s: gptc.generate
@@ -11,7 +12,8 @@ One run, one machine, the same thread count for everyone. Cases (``--cases``):
      steps)
   5  matmul GFLOP/s on the model's shapes: gptc._C.linear vs NumPy x @ W.T vs F.linear
   6  peak resident memory of the (1, 1024) forward, each in a fresh subprocess
-  7  streaming-read bandwidth and the decode bound it implies
+  7  streaming-read bandwidth, the decode bound it implies, and the weight-streaming
+     floor of a few-token forward (case 1 as a multiple of it)
   8  one training step, (2, 256), train mode (dropout 0.1): forward, cross-entropy,
      backward, AdamW (lr 0.0004, weight decay 0.1)
   9  bfloat16 weights (model.to_dtype("bfloat16")): decode tokens/s against float32
@@ -21,6 +23,8 @@ One run, one machine, the same thread count for everyone. Cases (``--cases``):
      and prefill (1, 256) against float32 (interleaved), the int8 bandwidth bound, bytes
      per weight, and quality against float32 on the seed-123 model and on a model trained
      by examples/pretrain_verdict.py (cached in --verdict-model), with its validation loss
+  11 the arithmetic peak: each kernel set's register-only FMA loop, 1 and N threads
+     (also run with case 5, whose GEMM figures it turns into fractions of the peak)
 
 Times are medians over repeated runs after a warm-up; the spread is (min-max, n).
 Ratios are PyTorch time / gptc time: above 1 means gptc is faster.
@@ -67,11 +71,14 @@ CFG_124M = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_head
 REPEATS = {
     "full": {"fwd_2x4": (3, 20, 5.0), "fwd_4x64": (1, 7, 8.0), "fwd_1x1024": (1, 5, 25.0),
              "generate": (1, 3, 0.0), "matmul": (2, 7, 1.5), "bandwidth": 10,
-             "train_step": (1, 5, 20.0)},
+             "train_step": (1, 5, 20.0), "fma_iterations": 20_000_000},
     "quick": {"fwd_2x4": (1, 3, 0.5), "fwd_4x64": (1, 2, 0.0), "fwd_1x1024": (0, 1, 0.0),
               "generate": (0, 1, 0.0), "matmul": (1, 3, 0.2), "bandwidth": 3,
-              "train_step": (1, 2, 0.0)},
+              "train_step": (1, 2, 0.0), "fma_iterations": 2_000_000},
 }
+
+
+CASE_NUMBERS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 
 
 # ---------------------------------------------------------------- helpers
@@ -85,8 +92,8 @@ def parse_args():
     parser.add_argument("--new-tokens", type=int, default=100,
                         help="tokens to generate in case 4 (default 100)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10",
-                        help="comma-separated subset of the cases 1-10 (default: all)")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11",
+                        help="comma-separated subset of the cases 1-11 (default: all)")
     parser.add_argument("--verdict-model", metavar="DIR",
                         default=os.path.join(os.path.expanduser("~"), ".cache", "gptc-bench",
                                              "verdict-model"),
@@ -95,8 +102,7 @@ def parse_args():
     parser.add_argument("--verdict-epochs", type=int, default=10,
                         help="case 10: epochs of that training (default: 10, the book's)")
     parser.add_argument("--verdict-text", metavar="FILE",
-                        default=os.path.join(REPO_ROOT, "..", "shared", "data",
-                                             "the-verdict.txt"),
+                        default=os.path.join(REPO_ROOT, "data", "the-verdict.txt"),
                         help="case 10: The Verdict (default: %(default)s)")
     parser.add_argument("--json", metavar="PATH", help="also write every result to PATH")
     parser.add_argument("--memory-child", choices=["gptc", "torch"], help=argparse.SUPPRESS)
@@ -108,9 +114,9 @@ def parse_args():
     try:
         args.cases = sorted({int(c) for c in args.cases.split(",") if c.strip()})
     except ValueError:
-        parser.error(f"--cases takes numbers 1-10 separated by commas, got {args.cases!r}")
-    if not args.cases or not set(args.cases) <= set(range(1, 11)):
-        parser.error(f"--cases takes numbers 1-10, got {args.cases}")
+        parser.error(f"--cases takes case numbers separated by commas, got {args.cases!r}")
+    if not args.cases or not set(args.cases) <= CASE_NUMBERS:
+        parser.error(f"--cases takes numbers from {sorted(CASE_NUMBERS)}, got {args.cases}")
     if 10 in args.cases and not os.path.isfile(args.verdict_text):
         parser.error(f"case 10 reads The Verdict, not found at {args.verdict_text} "
                      "(--verdict-text FILE)")
@@ -222,23 +228,50 @@ def command_line():
     return shlex.join([os.path.basename(argv[0])] + argv[1:])
 
 
+def openblas_core():
+    """The kernel OpenBLAS chose at run time ("SkylakeX", "Haswell", ...), asked of the
+    library NumPy loaded, or None. np.show_config() names only the build's target list:
+    NumPy's OpenBLAS may run its AVX-512 kernel while the configuration says Haswell.
+    OPENBLAS_CORETYPE=Haswell (read when NumPy is imported) forces its AVX2 kernel, the
+    peer of GPTC_ISA=avx2."""
+    import ctypes
+    import glob
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*")
+    for path in glob.glob(libs):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return None
+
+
 def numpy_blas():
-    """NumPy's BLAS: threadpoolctl if installed, else numpy.show_config."""
+    """NumPy's BLAS and the kernel it runs: threadpoolctl if installed, else
+    numpy.show_config, with openblas_core()."""
+    core = openblas_core()
+    core = f", running its {core} kernel" if core else ""
     try:
         import threadpoolctl
         infos = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
         if infos:
             i = infos[0]
             return (f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
-                    f"{i.get('num_threads')} threads)")
+                    f"{i.get('num_threads')} threads){core}")
     except ImportError:
         pass
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         config = blas.get("openblas configuration", "")
-        return f"{blas.get('name')} {blas.get('version')}" + (f" [{config}]" if config else "")
+        return f"{blas.get('name')} {blas.get('version')}{core}" + (
+            f" [build: {config}]" if config else "")
     except Exception:   # older NumPy: no dict mode
-        return "unknown (numpy.show_config() prints it)"
+        return "unknown (numpy.show_config() prints it)" + core
 
 
 def import_torch_reference():
@@ -292,7 +325,36 @@ def decode_bytes(gmodel):
 
 # ---------------------------------------------------------------- cases 1-3: forward
 
-def case_forward(gmodel, tmodel, ids, repeats, label):
+def onnx_session(tmodel, threads):
+    """The book's PyTorch GPTModel exported to ONNX (dynamic batch and length) and
+    opened in ONNX Runtime's CPU provider with `threads` intra-op threads; None
+    (and a note) when onnxruntime or onnx is not installed (pip install ".[bench]")."""
+    try:
+        import onnxruntime
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+    except ImportError:
+        progress("  ONNX Runtime not installed (pip install \".[bench]\"): its column stays empty")
+        return None
+    import tempfile
+    import warnings
+    path = os.path.join(tempfile.mkdtemp(prefix="gptc-bench-"), "gpt2-124m.onnx")
+    progress("  exporting the PyTorch model to ONNX")
+    example = torch.from_numpy(np.array(BOOK_BATCH, dtype=np.int64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(tmodel, (example,), path, input_names=["idx"],
+                          output_names=["logits"], dynamo=False,
+                          dynamic_axes={"idx": {0: "batch", 1: "seq"},
+                                        "logits": {0: "batch", 1: "seq"}})
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session.version = onnxruntime.__version__
+    return session
+
+
+def case_forward(gmodel, tmodel, ids, repeats, label, onnx=None):
     warmup, min_samples, budget = repeats
     ids_t = torch.from_numpy(ids)
     out = {}
@@ -311,11 +373,19 @@ def case_forward(gmodel, tmodel, ids, repeats, label):
     g = time_calls(run_gptc, warmup, min_samples, budget)
     progress(f"  {label}: PyTorch")
     t = time_calls(run_torch, warmup, min_samples, budget)
-    diff = float(np.abs(run_gptc() - run_torch().numpy()).max())
+    logits = run_gptc()
+    diff = float(np.abs(logits - run_torch().numpy()).max())
     out["gptc"], out["torch"] = summary(g), summary(t)
     out["ratio"] = out["torch"]["median"] / out["gptc"]["median"]
     out["max_abs_logit_diff"] = diff
     out["gptc_samples"], out["torch_samples"] = g, t
+    if onnx is not None:
+        progress(f"  {label}: ONNX Runtime")
+        o = time_calls(lambda: onnx.run(None, {"idx": ids}), warmup, min_samples, budget)
+        out["onnx"], out["onnx_samples"] = summary(o), o
+        out["ratio_onnx"] = out["onnx"]["median"] / out["gptc"]["median"]
+        out["max_abs_logit_diff_onnx"] = float(np.abs(logits - onnx.run(None, {"idx": ids})[0])
+                                               .max())
     return out
 
 
@@ -408,6 +478,26 @@ def case_generate(gmodel, tmodel, new_tokens, repeats):
     results["gptc_tokens_per_s"] = new_tokens / results["gptc"]["median"]
     results["torch_tokens_per_s"] = new_tokens / results["torch"]["median"]
     return results
+
+
+# ---------------------------------------------------------------- case 11: FMA peak
+
+def case_fma_peak(threads, iterations):
+    """The arithmetic peak of every kernel set this CPU runs: its register-only
+    loop of independent multiply-adds (gptc._C.fma_peak), on 1 and `threads`
+    threads, best of three. The set in use is restored afterwards."""
+    before = gptc._C.isa()
+    out = {}
+    try:
+        for isa in gptc._C.supported_isas():
+            gptc._C.set_isa(isa)
+            progress(f"  FMA peak: {isa}")
+            counts = sorted({1, threads})
+            out[isa] = {n: max(gptc._C.fma_peak(n, iterations) for _ in range(3))
+                        for n in counts}
+    finally:
+        gptc._C.set_isa(before)
+    return out
 
 
 # ---------------------------------------------------------------- case 5: matmul
@@ -809,18 +899,37 @@ def main():
     forward_cases = [(1, "fwd_2x4", np.array(BOOK_BATCH, dtype=np.int64), "(2, 4) book batch"),
                      (2, "fwd_4x64", long_ids(64, batch=4), "(4, 64)"),
                      (3, "fwd_1x1024", long_ids(1024), "(1, 1024)")]
+    onnx = onnx_session(tmodel, args.threads) if cases & {1, 2, 3} else None
     rows = []
     for number, key, ids, label in forward_cases:
         if number in cases:
             progress(f"case {number}: forward {label}")
-            r = case_forward(gmodel, tmodel, ids, reps[key], label)
+            r = case_forward(gmodel, tmodel, ids, reps[key], label, onnx)
             results["cases"][f"{number}_forward_{ids.shape[0]}x{ids.shape[1]}"] = r
             rows.append([f"{number}. forward {label}", fmt_time(r["gptc"]),
                          fmt_time(r["torch"]), f"{r['ratio']:.2f}",
-                         f"{r['max_abs_logit_diff']:.1e}"])
+                         fmt_time(r["onnx"]) if onnx else "",
+                         f"{r['ratio_onnx']:.2f}" if onnx else "",
+                         f"{r['max_abs_logit_diff']:.1e}"
+                         + (f" / {r['max_abs_logit_diff_onnx']:.1e}" if onnx else "")])
     if rows:
+        onnx_name = f"ONNX Runtime {onnx.version}" if onnx else "ONNX Runtime"
         print_table("GPT-2 124M forward, eval mode, all logits (float32)",
-                    ["case", "gptc", "PyTorch", "ratio", "max |logit diff|"], rows)
+                    ["case", "gptc", "PyTorch", "ratio", onnx_name, "ratio",
+                     "max |logit diff| (PyTorch / ONNX)"], rows)
+        print("  ratio = other time / gptc time; ONNX Runtime runs the book's model exported "
+              "with torch.onnx.export (CPUExecutionProvider)")
+
+    peak = None
+    if 11 in cases or 5 in cases:
+        progress("case 11: FMA peak")
+        peak = case_fma_peak(args.threads, reps["fma_iterations"])
+        results["cases"]["11_fma_peak"] = peak
+        print_table("11. Arithmetic peak: each kernel set's register-only FMA loop, GFLOP/s "
+                    "(best of 3)", ["kernel set"] + [f"{n} thread{'s' if n > 1 else ''}"
+                                                     for n in next(iter(peak.values()))],
+                    [[isa] + [f"{g:.1f}" for g in by_threads.values()]
+                     for isa, by_threads in peak.items()])
 
     gen = bw = None
     if 4 in cases:
@@ -847,16 +956,20 @@ def main():
         progress("case 5: matmul")
         mm = case_matmul(reps["matmul"])
         results["cases"]["5_matmul"] = mm
+        top = peak[gptc._C.isa()][args.threads]
         print_table(f"5. Matmul GFLOP/s, x (M x K) · W.T, W stored (N x K); gptc kernel: "
                     f"{gptc._C.isa()}; NumPy BLAS: {header['numpy_blas']}",
-                    ["shape", "layer", "gptc", "NumPy", "PyTorch", "NumPy/gptc",
-                     "PyTorch/gptc"],
+                    ["shape", "layer", "gptc", "of peak", "NumPy", "of peak", "PyTorch",
+                     "NumPy/gptc", "PyTorch/gptc"],
                     [[r["shape"], r["layer"], fmt_rate(r["gptc"], r["gflop"], "", 1),
+                      f"{r['gptc_gflops'] / top:.0%}",
                       fmt_rate(r["numpy"], r["gflop"], "", 1),
+                      f"{r['numpy_gflops'] / top:.0%}",
                       fmt_rate(r["torch"], r["gflop"], "", 1),
                       f"{r['ratio_numpy']:.2f}", f"{r['ratio_torch']:.2f}"] for r in mm])
         print("  GFLOP/s: median (range, n samples); the ratios are time ratios "
-              "(other / gptc, > 1: gptc faster)")
+              "(other / gptc, > 1: gptc faster); 'of peak': of case 11's "
+              f"{gptc._C.isa()} FMA peak on {args.threads} threads ({top:.1f} GFLOP/s)")
         worst = max(r["max_abs_diff_vs_numpy"] for r in mm)
         if worst > 1e-3:
             print(f"  WARNING: gptc._C.linear differs from NumPy by up to {worst:.2e}")
@@ -890,6 +1003,16 @@ def main():
                      "tables)", f"{weight_bytes / MIB:.1f} MiB"])
         rows.append(["decode bound (bandwidth / weight bytes)",
                      f"{bw['decode_bound_tokens_per_s']:.1f} tok/s"])
+        # a forward of a few tokens reads the same weights once, all its rows together
+        floor = weight_bytes / (bw["bandwidth_gbs"] * 1e9)
+        bw["weight_streaming_floor_s"] = floor
+        rows.append(["weight-streaming floor of a few-token forward (weight bytes / "
+                     "bandwidth)", f"{floor * 1e3:.1f} ms"])
+        fwd = results["cases"].get("1_forward_2x4")
+        if fwd is not None:
+            rows.append(["gptc forward (2, 4) (case 1)",
+                         f"{fwd['gptc']['median'] * 1e3:.1f} ms = "
+                         f"{fwd['gptc']['median'] / floor:.2f} x the floor"])
         if gen is not None:
             for impl, name in (("gptc", "gptc"), ("torch", "PyTorch")):
                 tps = gen[f"{impl}_tokens_per_s"]

@@ -79,6 +79,7 @@ typedef void (*gptc_pack_int8_fn)(float *dst, ptrdiff_t ld, gptc_int8_rows src, 
  * be NULL. Each output is summed in one fixed order, so a row computed
  * alone equals the same row computed among others.
  * ---------------------------------------------------------------------- */
+#define GPTC_ROWS_MAX_NR 4   /* W rows per tile, at most: the driver's chunks are multiples */
 typedef void (*gptc_rows_fn)(float *out, const float *x, const void *w, const float *bias,
                              int M, int K, int N, int n0, int n1, int accumulate);
 
@@ -134,6 +135,11 @@ typedef struct gptc_kernels {
     gptc_pack_int8_fn pack_int8;
     gptc_rows_fn rows_f32, rows_bf16;
     gptc_rows_int8_fn rows_int8;
+    /* Products with fewer rows than this take the few-rows kernels, which
+     * read each weight once; from here on packing W pays for itself. The
+     * crossing depends on both kernels: each table's value is where the two
+     * timed equal on GPT-2's four weight shapes, M = 4 .. 64, one thread. */
+    int packed_min_rows;
     gptc_flash_task_fn flash_task;
     /* A register-only loop of independent multiply-adds for `iterations`
      * rounds: the machine's arithmetic peak on one thread. Returns a value
@@ -153,6 +159,13 @@ extern const gptc_kernels gptc_kernels_avx512, gptc_kernels_avx512_vnni;
 #define GPTC_HAVE_NEON_KERNELS 1
 extern const gptc_kernels gptc_kernels_neon;
 #endif
+
+/* generic.c's int8 kernels, which a table without int8 kernels of its own
+ * (for now NEON's) points to. */
+void gptc_generic_pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, int width,
+                            int len);
+void gptc_generic_rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
+                            int M, int K, int N, int n0, int n1, int accumulate);
 
 /* The tables compiled into this build, NULL-terminated, narrowest first. */
 extern const gptc_kernels *const gptc_kernels_compiled[];

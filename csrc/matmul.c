@@ -333,11 +333,6 @@ void gptc_gemm_serial(int M, int N, int K, const float *a, ptrdiff_t a_rs, ptrdi
     gemm_task(&g, 0, N, bpack);
 }
 
-/* Below this many rows the forward takes the few-rows path: packing W
- * would cost about as much as using it (measured with benchmarks/bench.py
- * --cases 5 on the one-row shapes). */
-#define PACKED_MIN_ROWS 8
-
 /* One few-rows product: x float32 with a float32 or bfloat16 weight, or x
  * quantised with an int8 weight. */
 typedef struct {
@@ -357,7 +352,7 @@ static void rows_in_chunks(float *out, const rows_product *p, const float *bias,
 {
     int nthreads = gptc_get_num_threads();
     int chunk = N / (nthreads * 8);
-    chunk = chunk < 16 ? 16 : (chunk + 1) / 2 * 2;
+    chunk = chunk < 16 ? 16 : (chunk + GPTC_ROWS_MAX_NR - 1) / GPTC_ROWS_MAX_NR * GPTC_ROWS_MAX_NR;
     const int nchunks = (N + chunk - 1) / chunk;
     const double work OMP_CLAUSE_ONLY = (double)M * K * N;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
@@ -382,7 +377,7 @@ static void rows_in_chunks(float *out, const rows_product *p, const float *bias,
  * path needs no allocation and cannot fail: x is taken Q8_ROWS rows and
  * Q8_SEGMENT values (a multiple of the block) at a time, the segments of
  * one output summed into it in order. A decode step (fewer rows than
- * PACKED_MIN_ROWS, K up to 4096) is one piece, quantised once per call. */
+ * the table's packed_min_rows, K up to 4096) is one piece, quantised once per call. */
 #define Q8_ROWS 8
 #define Q8_SEGMENT 4096
 
@@ -431,7 +426,7 @@ void gptc_linear_forward(float *out, const float *x, gptc_weight weight, const f
     const gptc_kernels *kern = gptc_active_kernels();
     const int accumulate = (flags & GPTC_LINEAR_ACCUMULATE) != 0;
     const int gelu = (flags & GPTC_LINEAR_GELU) != 0;
-    if (M >= PACKED_MIN_ROWS) {
+    if (M >= kern->packed_min_rows) {
         matrix_view a = {x, K, 1, GPTC_FLOAT32, NULL, 0};
         matrix_view b = {weight.data, 1, K, weight.dtype, weight.scales, gptc_int8_blocks(K)};
         epilogue ep = {bias, gelu};

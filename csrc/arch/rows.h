@@ -19,8 +19,14 @@
 
 #include "../kernels.h"
 
-#define ROWS_MR 4   /* x rows per tile */
-#define ROWS_NR 2   /* W rows per tile */
+/* The tile: ROWS_MR x rows by ROWS_NR W rows. A file of csrc/arch/ may
+ * define a wider ROWS_NR (at most GPTC_ROWS_MAX_NR) before including this,
+ * to fit its register file. */
+#define ROWS_MR 4
+#ifndef ROWS_NR
+#define ROWS_NR 2
+#endif
+_Static_assert(GPTC_ROWS_MAX_NR % ROWS_NR == 0, "the driver's column chunks hold whole tiles");
 
 /* res[i * ROWS_NR + j] = x_i . w_j for x rows x + i * K and W rows j of w
  * (element type known to the kernel). */
@@ -83,30 +89,43 @@ static inline __attribute__((always_inline)) gptc_int8_rows rows_int8_at(gptc_in
     return v;
 }
 
-/* res[i * ROWS_NR + j] = x_i . w_j for i < rows <= ROWS_MR x rows and
- * j < wrows <= ROWS_NR W rows of the views. */
+/* The int8 tile: up to ROWS_MR x rows by ROWS_INT8_NR W rows, its own
+ * width (a file may define another before including this, at most
+ * GPTC_ROWS_MAX_NR): the integer steps hold more registers than the float
+ * ones. */
+#ifndef ROWS_INT8_NR
+#define ROWS_INT8_NR 2
+#endif
+_Static_assert(GPTC_ROWS_MAX_NR % ROWS_INT8_NR == 0, "the driver's column chunks hold whole tiles");
+
+/* res[i * ROWS_INT8_NR + j] = x_i . w_j for i < rows <= ROWS_MR x rows and
+ * j < wrows W rows of the views, wrows ROWS_INT8_NR or 1. */
 typedef void (*rows_int8_tile_fn)(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
                                   int wrows, int K);
 
 /* The int8 kernel: the tile takes any number of rows up to ROWS_MR, so a
- * decode step (one row) still loads each x block once for two W rows. */
+ * decode step (one row) still loads each x block once for ROWS_INT8_NR W
+ * rows; W rows short of a tile (only at the end of W: the chunks hold
+ * whole tiles) go one at a time. */
 static inline __attribute__((always_inline)) void rows_int8_body(
     float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int M, int K, int N,
     int n0, int n1, int accumulate, rows_int8_tile_fn tile)
 {
-    for (int n = n0; n < n1; n += ROWS_NR) {
-        const int wrows = n1 - n < ROWS_NR ? n1 - n : ROWS_NR;
+    for (int n = n0; n < n1;) {
+        const int wrows = n1 - n >= ROWS_INT8_NR ? ROWS_INT8_NR : 1;
         const gptc_int8_rows wn = rows_int8_at(w, n);
         for (int m = 0; m < M; m += ROWS_MR) {
             const int rows = M - m < ROWS_MR ? M - m : ROWS_MR;
-            float res[ROWS_MR * ROWS_NR];
+            float res[ROWS_MR * ROWS_INT8_NR];
             tile(res, rows_int8_at(x, m), wn, rows, wrows, K);
             for (int i = 0; i < rows; i++) {
                 for (int j = 0; j < wrows; j++) {
-                    rows_store(out, N, m + i, n + j, res[i * ROWS_NR + j], bias, accumulate);
+                    rows_store(out, N, m + i, n + j, res[i * ROWS_INT8_NR + j], bias,
+                               accumulate);
                 }
             }
         }
+        n += wrows;
     }
 }
 

@@ -60,7 +60,7 @@ TARGET static inline vf int8_pack_load(const void *src, ptrdiff_t stride, int ro
                   vf_set1(gptc_bf16_to_f32(bits)));
 }
 
-/* res[i * ROWS_NR + j] = x_i . w_j for `rows` x rows and `wrows` W rows,
+/* res[i * ROWS_INT8_NR + j] = x_i . w_j for `rows` x rows and `wrows` W rows,
  * compile-time constants at each call. Per chunk of VF_LANES blocks the
  * scale products d_x * d_w of each pair are computed as a vector; then per
  * step of QV_BLOCKS blocks each pair's exact integer sums, as float32
@@ -71,14 +71,14 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
     qv_dot_fn dot)
 {
     const int nb = gptc_int8_blocks(K);
-    vf acc[ROWS_MR][ROWS_NR];
-    block_scales sp[ROWS_MR][ROWS_NR];
+    vf acc[ROWS_MR][ROWS_INT8_NR];
+    block_scales sp[ROWS_MR][ROWS_INT8_NR];
     for (int i = 0; i < rows; i++) {
         for (int j = 0; j < wrows; j++) acc[i][j] = vf_zero();
     }
     for (int c = 0; c < nb; c += VF_LANES) {
         const int nc = nb - c < VF_LANES ? nb - c : VF_LANES;
-        vf ws[ROWS_NR];
+        vf ws[ROWS_INT8_NR];
         for (int j = 0; j < wrows; j++) {
             ws[j] = vf_load_scales(w.scales + (size_t)j * w.scale_stride + c, nc);
         }
@@ -88,7 +88,7 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
         }
         for (int b = c; b < c + nc; b += QV_BLOCKS) {
             const int k = b * GPTC_INT8_BLOCK, left = K - k;
-            qv wv[ROWS_NR];
+            qv wv[ROWS_INT8_NR];
             for (int j = 0; j < wrows; j++) {
                 const int8_t *p = w.values + (size_t)j * w.stride + k;
                 __builtin_prefetch(p + INT8_PREFETCH_BYTES);
@@ -107,7 +107,7 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
         }
     }
     for (int i = 0; i < rows; i++) {
-        for (int j = 0; j < wrows; j++) res[i * ROWS_NR + j] = vf_hsum(acc[i][j]);
+        for (int j = 0; j < wrows; j++) res[i * ROWS_INT8_NR + j] = vf_hsum(acc[i][j]);
     }
 }
 
@@ -115,12 +115,12 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
 TARGET static inline __attribute__((always_inline)) void int8_tile(
     float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, int wrows, int K, qv_dot_fn dot)
 {
-    if (wrows == ROWS_NR) {
+    if (wrows == ROWS_INT8_NR) {
         switch (rows) {
-        case 1: int8_tile_body(res, x, w, 1, ROWS_NR, K, dot); return;
-        case 2: int8_tile_body(res, x, w, 2, ROWS_NR, K, dot); return;
-        case 3: int8_tile_body(res, x, w, 3, ROWS_NR, K, dot); return;
-        default: int8_tile_body(res, x, w, ROWS_MR, ROWS_NR, K, dot); return;
+        case 1: int8_tile_body(res, x, w, 1, ROWS_INT8_NR, K, dot); return;
+        case 2: int8_tile_body(res, x, w, 2, ROWS_INT8_NR, K, dot); return;
+        case 3: int8_tile_body(res, x, w, 3, ROWS_INT8_NR, K, dot); return;
+        default: int8_tile_body(res, x, w, ROWS_MR, ROWS_INT8_NR, K, dot); return;
         }
     }
     switch (rows) {

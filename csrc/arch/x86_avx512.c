@@ -51,6 +51,9 @@ TARGET static inline vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, 
 TARGET static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
 TARGET static inline float vf_hsum(vf v) { return _mm512_reduce_add_ps(v); }
 
+/* 4 x 4 few-rows tiles: 16 accumulators + 4 W vectors + 1 x vector of the
+ * 32 registers */
+#define ROWS_NR 4
 #include "rows_simd.h"
 
 /* ---- the integer mapping of rows_int8_simd.h: two blocks per vector ---- */
@@ -123,6 +126,12 @@ TARGET_VNNI static inline __attribute__((always_inline)) qv dot_vnni(qv u, qv s)
 TARGET static void tile(int kc, const float *ap, const float *bp, float *c, ptrdiff_t ldc,
                         int add)
 {
+    /* C's 32 floats of each row span at most three cache lines; asking for
+     * the first and last now lets them arrive while the loop below runs */
+    for (int i = 0; i < MR; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
     __m512 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++) {
@@ -241,6 +250,7 @@ TARGET static float fma_loop(long iterations)
     .pack_int8 = pack_int8,                          \
     .rows_f32 = rows_f32,                            \
     .rows_bf16 = rows_bf16,                          \
+    .packed_min_rows = 20,                           \
     .flash_task = att_flash_task,                    \
     .fma_loop = fma_loop,                            \
     .fma_flops_per_iteration = 16 * 16 * 2

@@ -259,24 +259,43 @@ class GPTModel(Module):
         if tie_weights:
             self.out_head.weight = self.tok_emb.weight
 
-    def _one_call_arguments(self):
-        """The weights in the order gptc._C.gpt_forward takes them, or None if
-        a submodule was replaced by something the C forward does not know, or
-        if a module of the model has a hook (the C forward would skip it)."""
+    @classmethod
+    def from_pretrained(cls, path):
+        """A GPTModel (in eval mode) from a Hugging Face GPT-2 directory: config.json
+        and model.safetensors as ``GPT2LMHeadModel.save_pretrained`` writes them
+        (gptc/huggingface.py)."""
+        from ..huggingface import from_pretrained
+        return from_pretrained(path, cls)
+
+    def save_pretrained(self, path):
+        """Write this model to the directory ``path`` in Hugging Face's GPT-2
+        layout, which ``transformers.GPT2LMHeadModel.from_pretrained`` opens."""
+        from ..huggingface import save_pretrained
+        save_pretrained(self, path)
+
+    def _is_book_model(self):
+        """True if every submodule is still the book's (hooks aside): what the
+        one-call C forward computes and GPT-2's file layout describes."""
         emb_dim = self.tok_emb.embedding_dim
         blocks = self.trf_blocks
-        if has_hooks(self):
-            return None
         if not (type(self.tok_emb) is Embedding and type(self.pos_emb) is Embedding
                 and type(self.drop_emb) is Dropout and type(blocks) is Sequential
                 and type(self.final_norm) is LayerNorm and type(self.out_head) is Linear
                 and self.pos_emb.embedding_dim == emb_dim and len(blocks) > 0):
-            return None
+            return False
         n_heads = blocks[0].att.num_heads if type(blocks[0]) is TransformerBlock else 0
+        return all(_is_book_block(block, emb_dim, n_heads) for block in blocks)
+
+    def _one_call_arguments(self):
+        """The weights in the order gptc._C.gpt_forward takes them, or None if
+        a submodule was replaced by something the C forward does not know, or
+        if a module of the model has a hook (the C forward would skip it)."""
+        if has_hooks(self) or not self._is_book_model():
+            return None
+        blocks = self.trf_blocks
+        n_heads = blocks[0].att.num_heads
         block_args = []
         for block in blocks:
-            if not _is_book_block(block, emb_dim, n_heads):
-                return None
             att, ff = block.att, block.ff.layers
             block_args.append((
                 block.norm1.scale, block.norm1.shift, block.norm1.eps,
