@@ -379,19 +379,14 @@ class Module:
         """
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
-        from .. import _C
-        from .layers import Linear
         for module in self.modules():
-            if not isinstance(module, Linear):
-                continue
-            weight = module.weight
-            if dtype == "bfloat16" and weight.bfloat16 is None:
-                weight.bfloat16 = _C.to_bfloat16(np.ascontiguousarray(weight))
-                weight.flags.writeable = False
-            elif dtype == "float32" and weight.bfloat16 is not None:
-                weight.bfloat16 = None
-                weight.flags.writeable = True
+            module._store_weights_as(dtype)
         return self
+
+    def _store_weights_as(self, dtype):
+        """The hook ``to_dtype`` calls on every module: keep this module's own
+        weights in ``dtype`` for inference. Modules whose weights stay float32
+        (all but Linear) do nothing."""
 
     def zero_grad(self, set_to_none=True):
         """Reset the gradients of every parameter (to None, as PyTorch does by default)."""
