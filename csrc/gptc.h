@@ -333,7 +333,7 @@ void gptc_feedforward_forward(float *out, const float *x, const gptc_block_param
                               int N, int C, float *hidden, int accumulate);
 
 typedef struct gptc_model_params {
-    int vocab_size, context_length, emb_dim, n_heads, n_layers;
+    int vocab_size, context_length, emb_dim, n_layers;   /* heads: blocks[l].att */
     const float *tok_emb;            /* [V, C] */
     const float *pos_emb;            /* [context_length, C] */
     double emb_dropout;              /* drop_emb (0 in eval) */

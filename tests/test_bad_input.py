@@ -11,7 +11,7 @@ import pytest
 
 import gptc
 from gptc import _C, nn
-from conftest import report, small_config
+from conftest import c_entry_points, report, small_config
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,7 @@ TINY = small_config(emb_dim=8, n_heads=2, context_length=6, vocab_size=20, n_lay
     (lambda: nn.Linear(4, 3), (2, 5), r"input has shape \(2, 5\).*expected 4"),
     (lambda: nn.LayerNorm(4), (2, 3, 5), r"input has shape \(2, 3, 5\).*expected 4"),
     (lambda: nn.MultiHeadAttention(4, 4, 8, 0.0, 2), (1, 2, 5),
-     r"input has shape \(1, 2, 5\).*must be 4"),
+     r"input has shape \(1, 2, 5\).*expected 4"),
     (lambda: nn.TransformerBlock(TINY), (1, 2, 5), r"input has shape \(1, 2, 5\).*expected 8"),
     (lambda: nn.FeedForward(TINY), (1, 2, 5), r"input has shape \(1, 2, 5\).*expected 8"),
 ], ids=["Linear", "LayerNorm", "MultiHeadAttention", "TransformerBlock", "FeedForward"])
@@ -504,22 +504,17 @@ def _model_args(model):
 def test_C_gpt_forward_accepts_the_models_arguments(model):
     """Sanity: the unmodified arguments work, so the failures below are the perturbations'."""
     ids = np.array([[1, 2, 3]])
-    # model(ids) records gradients here (its parameters require them), so it runs
-    # module by module with the training attention kernel; gpt_forward runs the
-    # blocked inference kernel, which sums in another order: equal to rounding,
-    # not bit for bit.
+    # model(ids) records gradients (module by module, the training attention kernel):
+    # equal to gpt_forward's inference kernel to rounding, not bit for bit
     report("gpt_forward vs recorded model(ids)",
            _C.gpt_forward(ids, generator=gptc.default_generator, **_model_args(model)),
            np.asarray(model(ids)), rtol=1e-5, atol=1e-5)
 
 
-F64 = lambda a: a.astype(np.float64)              # noqa: E731 (perturbations of an array)
-FORTRAN = lambda a: np.asfortranarray(a)          # noqa: E731
-THREE_D = lambda a: a[None]                       # noqa: E731
-TRANSPOSED = lambda a: np.ascontiguousarray(a.T).T  # noqa: E731
-COLS = lambda a: a[:, :-1].copy()                 # noqa: E731
-SHORTER = lambda a: a[:-1].copy()                 # noqa: E731
-MISSING = object()
+# changes of one weight: another dtype, layout, rank or shape, or no entry at all
+F64, FORTRAN, THREE_D = (lambda a: a.astype(np.float64)), np.asfortranarray, (lambda a: a[None])
+TRANSPOSED, COLS = (lambda a: np.ascontiguousarray(a.T).T), (lambda a: a[:, :-1].copy())
+SHORTER, MISSING = (lambda a: a[:-1].copy()), object()
 
 
 @pytest.mark.parametrize("key,change,exc,expect", [
@@ -642,8 +637,8 @@ def test_C_decoder_rejects_bad_arguments(model):
 def test_C_next_tokens_rejects_bad_arguments():
     g = gptc.default_generator
     logits = np.zeros((2, 5), np.float32)
-    with pytest.raises(ValueError, match=r"top_k must be None or in \[1, vocab_size\] = "
-                                         r"\[1, 5\], got 6"):
+    with pytest.raises(ValueError, match=r"top_k must be None or an integer in \[1, vocab_size\] "
+                                         r"= \[1, 5\], got 6"):
         _C.next_tokens(logits, 1.0, 6, g)
     with pytest.raises(ValueError, match=r"temperature must be a finite number >= 0, got -1.0"):
         _C.next_tokens(logits, -1.0, None, g)
@@ -658,6 +653,23 @@ def test_C_next_tokens_rejects_bad_arguments():
     assert _C.next_tokens(inf, 0.0, None, g)[0] == 0
     with pytest.raises(ValueError, match=r"logits row 0 has no token to choose"):
         _C.next_tokens(inf, 1.0, None, g)
+
+
+def test_losses_name_their_bad_input():
+    """cross_entropy wants (N, num_classes) logits and (N,) integer targets; mse_loss
+    real numbers."""
+    F = nn.functional
+    with pytest.raises(ValueError, match=r"input must be \(N, num_classes\) logits, got shape "
+                                         r"\(2, 3, 4\) \(flatten"):
+        F.cross_entropy(np.zeros((2, 3, 4)), np.zeros(6, np.int64))
+    with pytest.raises(ValueError, match=r"target must have shape \(2,\) to match input"):
+        F.cross_entropy(np.zeros((2, 4)), np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match=r"target must hold integer token ids"):
+        F.cross_entropy(np.zeros((2, 4)), np.zeros(2))
+    with pytest.raises(IndexError, match=r"targets\[1\] = 4 is out of range"):
+        F.cross_entropy(np.zeros((2, 4)), np.array([0, 4]))
+    with pytest.raises(TypeError, match=r"input must hold real numbers"):
+        F.mse_loss(np.array(["a"]), np.zeros(1))
 
 
 # -- the backward kernels -------------------------------------------------------------------
@@ -836,24 +848,9 @@ def _small_decoder():
     return _C.Decoder(**tiny._one_call_arguments(), batch=1, capacity=2)
 
 
-def _entry_points():
-    """Every function and type of gptc._C and gptc._C._testing, and the methods of its types."""
-    names = set()
-    for prefix, module in (("", _C), ("_testing.", _C._testing)):
-        for name in dir(module):
-            value = getattr(module, name)
-            if name.startswith("__") or not callable(value):
-                continue
-            names.add(prefix + name)
-            if isinstance(value, type):
-                names.update(f"{name}.{m}" for m in vars(value)
-                             if not m.startswith("__") and callable(getattr(value, m)))
-    return names
-
-
 def test_every_C_entry_point_has_a_bad_input_case():
     """ONE_BAD_CALL covers gptc._C completely: an entry point added without a case here fails."""
-    assert _entry_points() == set(ONE_BAD_CALL)
+    assert set(c_entry_points()) == set(ONE_BAD_CALL)
 
 
 @pytest.mark.parametrize("name", sorted(ONE_BAD_CALL))

@@ -94,7 +94,7 @@ static int parse_model(PyObject *mapping, int n_layers, int n_heads, model_view 
     }
     v->m = (gptc_model_params){
         .vocab_size = (int)V, .context_length = (int)ctx, .emb_dim = (int)C,
-        .n_heads = n_heads, .n_layers = n_layers,
+        .n_layers = n_layers,
         .tok_emb = (const float *)PyArray_DATA(tok), .pos_emb = pos_data,
     };
     if (weights_probability(w, "", "drop_emb.p", &v->m.emb_dropout) < 0) goto fail;

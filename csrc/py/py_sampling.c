@@ -46,7 +46,8 @@ PyObject *py_next_tokens(PyObject *self, PyObject *args)
         top_k = PyLong_AsLongAndOverflow(top_k_obj, &overflow);
         if (overflow != 0 || top_k < 1 || top_k > V) {
             PyErr_Format(PyExc_ValueError,
-                         "top_k must be None or in [1, vocab_size] = [1, %zd], got %R",
+                         "top_k must be None or an integer in [1, vocab_size] = [1, %zd], "
+                         "got %R",
                          (Py_ssize_t)V, top_k_obj);
             return NULL;
         }

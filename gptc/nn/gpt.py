@@ -64,14 +64,6 @@ def _c_weights(module):
             for key, owner, name, value in module._state_entries()}
 
 
-def _check_input(x, name, ndim, last_dim):
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {x.shape}")
-    if x.shape[-1] != last_dim:
-        raise ValueError(f"{name} has shape {x.shape}: its last dimension must be "
-                         f"{last_dim}")
-
-
 class MultiHeadAttention(Module):
     """Causal multi-head self-attention (chapter 3; csrc/attention.c).
 
@@ -109,7 +101,9 @@ class MultiHeadAttention(Module):
         array-like is accepted and converted to contiguous float32."""
         if not isinstance(x, Tensor):
             x = as_float32(x)
-        _check_input(x, "input", 3, self.W_query.in_features)
+        # (its last dimension is checked by the binding, as every Linear's input)
+        if x.ndim != 3:
+            raise ValueError(f"input must have 3 dimensions, got shape {x.shape}")
         if x.shape[1] > self.context_length:
             raise ValueError(f"input holds {x.shape[1]} tokens, more than context_length "
                              f"{self.context_length}")
