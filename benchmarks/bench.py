@@ -210,23 +210,50 @@ def command_line():
     return shlex.join([os.path.basename(argv[0])] + argv[1:])
 
 
+def openblas_core():
+    """The kernel OpenBLAS chose at run time ("SkylakeX", "Haswell", ...), asked of the
+    library NumPy loaded, or None. np.show_config() names only the build's target list:
+    NumPy's OpenBLAS may run its AVX-512 kernel while the configuration says Haswell.
+    OPENBLAS_CORETYPE=Haswell (read when NumPy is imported) forces its AVX2 kernel, the
+    peer of GPTC_ISA=avx2."""
+    import ctypes
+    import glob
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs", "*openblas*")
+    for path in glob.glob(libs):
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return None
+
+
 def numpy_blas():
-    """NumPy's BLAS: threadpoolctl if installed, else numpy.show_config."""
+    """NumPy's BLAS and the kernel it runs: threadpoolctl if installed, else
+    numpy.show_config, with openblas_core()."""
+    core = openblas_core()
+    core = f", running its {core} kernel" if core else ""
     try:
         import threadpoolctl
         infos = [i for i in threadpoolctl.threadpool_info() if i.get("user_api") == "blas"]
         if infos:
             i = infos[0]
             return (f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
-                    f"{i.get('num_threads')} threads)")
+                    f"{i.get('num_threads')} threads){core}")
     except ImportError:
         pass
     try:
         blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         config = blas.get("openblas configuration", "")
-        return f"{blas.get('name')} {blas.get('version')}" + (f" [{config}]" if config else "")
+        return f"{blas.get('name')} {blas.get('version')}{core}" + (
+            f" [build: {config}]" if config else "")
     except Exception:   # older NumPy: no dict mode
-        return "unknown (numpy.show_config() prints it)"
+        return "unknown (numpy.show_config() prints it)" + core
 
 
 def import_torch_reference():

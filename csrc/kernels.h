@@ -57,6 +57,7 @@ typedef void (*gptc_pack_fn)(float *dst, ptrdiff_t ld, const void *src, ptrdiff_
  * be NULL. Each output is summed in one fixed order, so a row computed
  * alone equals the same row computed among others.
  * ---------------------------------------------------------------------- */
+#define GPTC_ROWS_MAX_NR 4   /* W rows per tile, at most: the driver's chunks are multiples */
 typedef void (*gptc_rows_fn)(float *out, const float *x, const void *w, const float *bias,
                              int M, int K, int N, int n0, int n1, int accumulate);
 
@@ -100,6 +101,11 @@ typedef struct gptc_kernels {
     gptc_tile_fn tile;
     gptc_pack_fn pack_f32, pack_bf16;
     gptc_rows_fn rows_f32, rows_bf16;
+    /* Products with fewer rows than this take the few-rows kernels, which
+     * read each weight once; from here on packing W pays for itself. The
+     * crossing depends on both kernels: each table's value is where the two
+     * timed equal on GPT-2's four weight shapes, M = 4 .. 64, one thread. */
+    int packed_min_rows;
     gptc_flash_task_fn flash_task;
     /* A register-only loop of independent multiply-adds for `iterations`
      * rounds: the machine's arithmetic peak on one thread. Returns a value

@@ -319,11 +319,6 @@ void gptc_gemm_serial(int M, int N, int K, const float *a, ptrdiff_t a_rs, ptrdi
     gemm_task(&g, 0, N, bpack);
 }
 
-/* Below this many rows the forward takes the few-rows path: packing W
- * would cost about as much as using it (measured with benchmarks/bench.py
- * --cases 5 on the one-row shapes). */
-#define PACKED_MIN_ROWS 8
-
 /* The few-rows path splits the output columns into chunks of W rows handed
  * out dynamically, so a slower core simply takes fewer chunks: about 8 per
  * thread balance the load without making chunks tiny. Each chunk is
@@ -334,7 +329,7 @@ static void linear_rows(float *out, const float *x, gptc_weight w, const float *
     const gptc_rows_fn rows = w.dtype == GPTC_BFLOAT16 ? kern->rows_bf16 : kern->rows_f32;
     int nthreads = gptc_get_num_threads();
     int chunk = N / (nthreads * 8);
-    chunk = chunk < 16 ? 16 : (chunk + 1) / 2 * 2;
+    chunk = chunk < 16 ? 16 : (chunk + GPTC_ROWS_MAX_NR - 1) / GPTC_ROWS_MAX_NR * GPTC_ROWS_MAX_NR;
     const int nchunks = (N + chunk - 1) / chunk;
     const double work OMP_CLAUSE_ONLY = (double)M * K * N;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
@@ -357,7 +352,7 @@ void gptc_linear_forward(float *out, const float *x, gptc_weight weight, const f
     const gptc_kernels *kern = gptc_active_kernels();
     const int accumulate = (flags & GPTC_LINEAR_ACCUMULATE) != 0;
     const int gelu = (flags & GPTC_LINEAR_GELU) != 0;
-    if (M >= PACKED_MIN_ROWS) {
+    if (M >= kern->packed_min_rows) {
         matrix_view a = {x, K, 1, GPTC_FLOAT32}, b = {weight.data, 1, K, weight.dtype};
         epilogue ep = {bias, gelu};
         int done = gemm(M, N, K, a, b, out, N, accumulate, ep, kern);

@@ -1,6 +1,6 @@
 """Pretrain GPT-2 124M on "The Verdict", as chapter 5 of the book does, on the CPU.
 
-    python examples/pretrain_verdict.py [--text ../shared/data/the-verdict.txt]
+    python examples/pretrain_verdict.py [--text data/the-verdict.txt]
                                         [--epochs 10] [--out verdict-model]
 
 Set-up as in the book: GPT_CONFIG_124M with context_length 256, a 90/10
@@ -26,7 +26,7 @@ from gptc.training import train_model_simple
 
 def main(argv=None):
     here = os.path.dirname(os.path.abspath(__file__))
-    default_text = os.path.join(here, "..", "..", "shared", "data", "the-verdict.txt")
+    default_text = os.path.join(here, "..", "data", "the-verdict.txt")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--text", default=default_text, help="the training text")
     parser.add_argument("--epochs", type=int, default=10)

@@ -20,13 +20,16 @@ from . import data, nn, optim, training
 from .attention_maps import attention_weights
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, tensor
 from .config import GPT2_SIZES, GPT_CONFIG_124M, check_config, gpt2_config
-from .generate import generate, generate_text_simple
+from .generate import generate, generate_stream, generate_text_simple
 from .nn import (DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, FeedForward, GPTModel,
                  LayerNorm, MultiHeadAttention, TransformerBlock)
 from .random import (Generator, default_generator, get_rng_state, initial_seed, manual_seed,
                      rand, randn, randperm, set_rng_state)
 from .tokenizer import TokenizerError, get_tokenizer
-from .io import load, save
+from .io import CheckpointFormatError, load, save
+from .download import DownloadError
+from .pretrained import (download_and_load_gpt2, gpt2_config_from_hparams,
+                         load_gpt2_params_from_tf_ckpt, load_weights_into_gpt)
 
 __version__ = "0.1.0"
 
@@ -71,8 +74,10 @@ def build_info():
 __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "GPTModel", "DummyGPTModel", "TransformerBlock", "DummyTransformerBlock",
            "MultiHeadAttention", "FeedForward", "LayerNorm", "DummyLayerNorm",
-           "generate_text_simple", "generate", "Generator", "default_generator", "manual_seed",
+           "generate_text_simple", "generate", "generate_stream", "Generator", "default_generator", "manual_seed",
            "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randperm",
            "set_num_threads", "get_num_threads", "build_info", "get_tokenizer", "TokenizerError",
            "save", "load", "optim", "data", "training", "Tensor", "tensor", "no_grad",
-           "enable_grad", "is_grad_enabled", "attention_weights"]
+           "enable_grad", "is_grad_enabled", "attention_weights", "download_and_load_gpt2",
+           "load_gpt2_params_from_tf_ckpt", "load_weights_into_gpt", "gpt2_config_from_hparams",
+           "CheckpointFormatError", "DownloadError"]

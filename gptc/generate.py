@@ -1,5 +1,6 @@
 """Text generation: ``generate_text_simple`` of section 4.7 and ``generate`` of
-chapter 5 (top-k, temperature, end-of-sequence), the latter with a KV cache."""
+chapter 5 (top-k, temperature, end-of-sequence), the latter with a KV cache
+(and ``generate_stream``, its tokens step by step)."""
 import numpy as np
 
 from . import _C
@@ -7,7 +8,7 @@ from ._convert import as_token_ids
 from .autograd import no_grad
 from .random import default_generator
 
-__all__ = ["generate_text_simple", "generate"]
+__all__ = ["generate_text_simple", "generate", "generate_stream"]
 
 
 def _check_count(value, name, minimum):
@@ -119,21 +120,44 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
     model whose submodules were replaced or that has forward hooks (or any
     other model) is simply called on ``idx[:, -context_size:]`` at every
     step instead. Either way the model runs without recording gradients,
-    as under torch.no_grad().
+    as under torch.no_grad(). ``generate_stream`` gives the same tokens one
+    step at a time.
     """
+    for seq, length in _decode(model, idx, max_new_tokens, context_size, temperature, top_k,
+                               eos_id):
+        pass
+    return seq[:, :length].copy()
+
+
+def generate_stream(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None,
+                    eos_id=None):
+    """``generate``, one step at a time: yields each step's new tokens, an int64
+    array of shape (batch,), as soon as they are chosen (e.g. to print text as
+    it is produced). The arguments, checks and tokens are ``generate``'s; the
+    checks run when the iteration starts."""
+    steps = _decode(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id)
+    next(steps)                              # the checked prompt
+    for seq, length in steps:
+        yield seq[:, length - 1].copy()
+
+
+def _decode(model, idx, max_new_tokens, context_size, temperature, top_k, eos_id):
+    """Yields (seq, length) for the prompt, then after each appended step:
+    ``seq[:, :length]`` is the sequence so far."""
     idx, max_new_tokens, context_size, temperature, top_k, eos_id = _check_generate_args(
         model, idx, max_new_tokens, context_size, temperature, top_k, eos_id)
     batch, n_tokens = idx.shape
+    seq = np.empty((batch, n_tokens + max_new_tokens), dtype=np.int64)
+    seq[:, :n_tokens] = idx
+    length = n_tokens
+    yield seq, length
     if max_new_tokens == 0:
-        return idx.copy()
+        return
     # The longest input any step runs: the prompt plus all but the last new
     # token, or the window.
     capacity = min(context_size, n_tokens + max_new_tokens - 1)
     with no_grad():
         decoder = _cached_decoder(model, batch, capacity)
-    seq = np.empty((batch, n_tokens + max_new_tokens), dtype=np.int64)
-    seq[:, :n_tokens] = idx
-    length = n_tokens
     finished = np.zeros(batch, dtype=bool)
     for step in range(max_new_tokens):
         window = seq[:, max(0, length - context_size):length]
@@ -155,4 +179,4 @@ def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=No
             idx_next[finished] = eos_id
         seq[:, length] = idx_next
         length += 1
-    return seq[:, :length].copy()
+        yield seq, length

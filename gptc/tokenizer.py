@@ -2,12 +2,15 @@
 
 The book tokenizes with ``tiktoken.get_encoding("gpt2")``, which downloads
 GPT-2's two tokenizer files (encoder.json and vocab.bpe) on first use.
-``gptc.get_tokenizer()`` returns the same ``tiktoken.Encoding`` but looks for
-local copies of those files first, so nothing needs the network:
+``gptc.get_tokenizer()`` returns the same ``tiktoken.Encoding`` built from
+local copies of those files, so nothing needs the network. gptc ships them
+(``gptc/gpt2_bpe/``, with OpenAI's licence beside them); it looks in
 
 1. the directory passed as ``bpe_dir``;
 2. the directory named by the environment variable ``GPTC_BPE_DIR``;
-3. tiktoken's own route: its cache (``TIKTOKEN_CACHE_DIR``), then a download.
+3. the copies inside the package;
+4. failing all three (a package whose data files were removed), tiktoken's
+   own route: its cache (``TIKTOKEN_CACHE_DIR``), then a download.
 
 Local files are checked against the sha256 values tiktoken itself checks for
 them, then read by tiktoken's own loader (``tiktoken.load``), so the encoding
@@ -19,10 +22,13 @@ import os
 import threading
 
 __all__ = ["get_tokenizer", "TokenizerError", "TokenizerFilesNotFound", "TokenizerHashMismatch",
-           "BPE_FILES", "BPE_DIR_ENV"]
+           "BPE_FILES", "BPE_DIR_ENV", "PACKAGE_BPE_DIR"]
 
 #: The environment variable naming a directory that holds the two files.
 BPE_DIR_ENV = "GPTC_BPE_DIR"
+
+#: The copies of the two files shipped inside the package (package data).
+PACKAGE_BPE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gpt2_bpe")
 
 #: The GPT-2 tokenizer files and their sha256: the values tiktoken checks
 #: for its "gpt2" encoding (tiktoken_ext/openai_public.py).
@@ -60,7 +66,8 @@ def get_tokenizer(bpe_dir=None):
     """The GPT-2 tokenizer: tiktoken's "gpt2" encoding (a ``tiktoken.Encoding``).
 
     Looks for ``encoder.json`` and ``vocab.bpe`` in ``bpe_dir``, then in the
-    directory named by ``$GPTC_BPE_DIR``; failing both, asks tiktoken
+    directory named by ``$GPTC_BPE_DIR``, then in the copies shipped with
+    gptc (``PACKAGE_BPE_DIR``); failing all three, asks tiktoken
     (``tiktoken.get_encoding("gpt2")``: its cache, then a download).
 
     Raises TokenizerHashMismatch if a local file's sha256 is not GPT-2's,
@@ -78,13 +85,14 @@ def get_tokenizer(bpe_dir=None):
     env_dir = os.environ.get(BPE_DIR_ENV)
     if env_dir:
         candidates.append((env_dir, f"${BPE_DIR_ENV}"))
+    else:
+        notes.append(f"${BPE_DIR_ENV} is not set")
+    candidates.append((PACKAGE_BPE_DIR, "gptc's own copy"))
     for directory, origin in candidates:
         missing = _missing_files(directory)
         if not missing:
             return _encoding_from_dir(directory)
-        notes.append(f"{origin}={directory!r} lacks {' and '.join(missing)}")
-    if not candidates:
-        notes.append(f"no bpe_dir was given and ${BPE_DIR_ENV} is not set")
+        notes.append(f"{origin} {directory!r} lacks {' and '.join(missing)}")
 
     try:
         return _encoding_from_tiktoken()
@@ -95,8 +103,9 @@ def get_tokenizer(bpe_dir=None):
         notes.append(f"tiktoken's cache and download failed ({type(exc).__name__}"
                      + (f": {reason}" if reason else "") + ")")
         raise TokenizerFilesNotFound(
-            "GPT-2 tokenizer files not found: put encoder.json and vocab.bpe (GPT-2's original "
-            "files, the ones tiktoken's \"gpt2\" encoding downloads) in one directory and set "
+            "GPT-2 tokenizer files not found: gptc's own copies are missing (reinstall gptc), "
+            "or put encoder.json and vocab.bpe (GPT-2's original files, the ones tiktoken's "
+            "\"gpt2\" encoding downloads) in one directory and set "
             f"{BPE_DIR_ENV}=/that/directory (or pass bpe_dir=..., or --bpe-dir to python -m gptc); "
             + "; ".join(notes)) from exc
 

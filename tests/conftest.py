@@ -7,11 +7,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-# The GPT-2 tokenizer files: $GPTC_BPE_DIR if set, else the verified copies in
-# shared/gpt2-bpe beside the repository (never copied into it).
+# The GPT-2 tokenizer files come with the package (gptc/gpt2_bpe); $GPTC_BPE_DIR,
+# if set, still overrides them.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-os.environ.setdefault("GPTC_BPE_DIR",
-                      os.path.normpath(os.path.join(REPO_ROOT, "..", "shared", "gpt2-bpe")))
+# "The Verdict", the text chapter 5 trains on, kept in the repository.
+VERDICT_PATH = os.path.join(REPO_ROOT, "data", "the-verdict.txt")
 
 BOOK_BATCH = [[6109, 3626, 6100, 345], [6109, 1110, 6622, 257]]   # "Every effort moves you", "Every day holds a"
 HELLO_IDS = [15496, 11, 314, 716]                                    # "Hello, I am"

@@ -2,8 +2,8 @@
 
 Each run is a real subprocess that imports the same gptc as the test suite
 (PYTHONPATH points at the directory holding the package under test: the
-installed one in CI, the in-place build in a work tree) with GPTC_BPE_DIR set
-to the GPT-2 tokenizer files.
+installed one in CI, the in-place build in a work tree), without GPTC_BPE_DIR:
+the GPT-2 tokenizer files are the package's own.
 """
 import os
 import subprocess
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 import gptc
+from gptc.tokenizer import PACKAGE_BPE_DIR
 from conftest import small_config
 
 PACKAGE_PARENT = os.path.dirname(os.path.dirname(os.path.abspath(gptc.__file__)))
-BPE_DIR = os.environ.get("GPTC_BPE_DIR", "")
 # Subprocesses start in an empty directory: `python -m`/`-c` put the current
 # directory first on sys.path, and a source checkout there (no compiled _C)
 # would shadow the package under test.
@@ -27,18 +27,11 @@ BOOK_IDS = [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267, 49706,
             47062, 34657]
 BOOK_TEXT = "Hello, I am Featureiman Byeswickattribute argue logger Normandy Compton analogous"
 
-needs_bpe = pytest.mark.skipif(
-    not all(os.path.isfile(os.path.join(BPE_DIR, n)) for n in ("encoder.json", "vocab.bpe")),
-    reason=f"GPT-2 tokenizer files not found in {BPE_DIR} (set GPTC_BPE_DIR)")
-
-
-def run_cli(*args, code=None, bpe_env=True, timeout=600):
+def run_cli(*args, code=None, timeout=600):
     """Run `python -m gptc ARGS` (or `python -c CODE ARGS`); return the CompletedProcess."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [PACKAGE_PARENT, env.get("PYTHONPATH")]))
     env.pop("GPTC_BPE_DIR", None)
-    if bpe_env:
-        env["GPTC_BPE_DIR"] = BPE_DIR
     command = [sys.executable] + (["-c", code] if code else ["-m", "gptc"]) + list(args)
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, cwd=NEUTRAL_CWD)
@@ -63,7 +56,6 @@ def default_run():
     return run_cli()
 
 
-@needs_bpe
 def test_default_run_prints_the_books_numbers(default_run):
     """With no arguments: GPT-2 124M's parameter counts and memory, the encoded prompt."""
     assert default_run.returncode == 0, default_run.stderr
@@ -74,7 +66,6 @@ def test_default_run_prints_the_books_numbers(default_run):
         assert part in out, part
 
 
-@needs_bpe
 def test_default_run_generates_the_books_tokens(default_run):
     """The seed-123 model continues "Hello, I am" with exactly the book's 10 tokens."""
     assert default_run.returncode == 0, default_run.stderr
@@ -84,18 +75,15 @@ def test_default_run_generates_the_books_tokens(default_run):
     assert default_run.stderr == ""          # no progress output when stderr is not a terminal
 
 
-@needs_bpe
 def test_max_new_tokens_threads_and_bpe_dir():
     """--max-new-tokens 3 (on one thread, tokenizer from --bpe-dir) gives the first 3
     of the book's new tokens."""
-    result = run_cli("--max-new-tokens", "3", "--threads", "1", "--bpe-dir", BPE_DIR,
-                     bpe_env=False)
+    result = run_cli("--max-new-tokens", "3", "--threads", "1", "--bpe-dir", PACKAGE_BPE_DIR)
     assert result.returncode == 0, result.stderr
     assert output_ids(result.stdout) == BOOK_IDS[:7]
     assert "Output length: 7" in result.stdout
 
 
-@needs_bpe
 def test_weights_file_replaces_the_seed(tmp_path):
     """--weights loads a gptc.save file: the seed-123 state dict, run with another
     --seed, still gives the book's tokens."""
@@ -110,7 +98,6 @@ def test_weights_file_replaces_the_seed(tmp_path):
     assert str(path) in result.stdout
 
 
-@needs_bpe
 def test_weights_of_another_config_are_one_clear_error(tmp_path):
     """A small-config file given for gpt2-small: one line naming a mismatched tensor."""
     gptc.manual_seed(1)
@@ -121,7 +108,6 @@ def test_weights_of_another_config_are_one_clear_error(tmp_path):
                           "(50257, 768)")
 
 
-@needs_bpe
 @pytest.mark.parametrize("kind", ["missing", "garbage"])
 def test_unreadable_weights_file(tmp_path, kind):
     """A missing or non-safetensors weights file: one line, before building the model."""
@@ -147,28 +133,28 @@ def test_bad_numbers_are_rejected():
     assert_one_line_error(run_cli("--seed", "abc"), "--seed", "'abc'")
 
 
-@needs_bpe
 def test_prompt_longer_than_the_context():
     """A prompt of more than 1024 tokens: one line giving both lengths."""
     result = run_cli("--prompt", ("hello " * 1100).strip())
     assert_one_line_error(result, "1100 tokens", "1024")
 
 
-@needs_bpe
 def test_empty_prompt():
     """An empty prompt has nothing to continue: one line."""
     assert_one_line_error(run_cli("--prompt", ""), "prompt is empty")
 
 
 def test_missing_tokenizer_files(tmp_path):
-    """No tokenizer files and no tiktoken route: one line saying what to do."""
+    """No tokenizer files (the package's copies removed too) and no tiktoken route:
+    one line saying what to do."""
     code = ("import runpy, gptc.tokenizer as t\n"
             "def offline():\n"
             "    raise ConnectionError('offline')\n"
             "t._encoding_from_tiktoken = offline\n"
+            f"t.PACKAGE_BPE_DIR = {str(tmp_path / 'removed')!r}\n"
             "runpy.run_module('gptc', run_name='__main__', alter_sys=True)\n")
     missing = tmp_path / "no-bpe"
-    result = run_cli("--bpe-dir", str(missing), code=code, bpe_env=False)
+    result = run_cli("--bpe-dir", str(missing), code=code)
     assert_one_line_error(result, "encoder.json", "vocab.bpe", "GPTC_BPE_DIR", str(missing))
 
 

@@ -300,3 +300,28 @@ def test_generate_from_several_python_threads(small):
         assert len(got) == 3
         for g in got:
             np.testing.assert_array_equal(g, want)
+
+
+# -- generate_stream: the same tokens, step by step ----------------------------------
+
+@pytest.mark.parametrize("temperature, top_k, eos", [(0.0, None, False), (1.3, 50, False),
+                                                     (0.0, None, True)])
+def test_stream_yields_generates_tokens_one_step_at_a_time(small, temperature, top_k, eos):
+    """Each yielded (batch,) column is the next column generate returns (sampling from
+    the same seed, eos stopping included), past the context window too."""
+    idx = np.array([[1, 2, 3], [900, 5, 6]])[:1 if eos else 2]
+    # eos: the token the prompt produces greedily at its fifth step
+    eos_id = int(gptc.generate(small, idx, 5, 16)[0, -1]) if eos else None
+    gptc.manual_seed(5)
+    expected = gptc.generate(small, idx, 30, 16, temperature, top_k, eos_id)
+    gptc.manual_seed(5)
+    columns = list(gptc.generate_stream(small, idx, 30, 16, temperature, top_k, eos_id))
+    assert all(c.shape == (len(idx),) and c.dtype == np.int64 for c in columns)
+    assert np.concatenate([idx] + [c[:, None] for c in columns], axis=1).tolist() == \
+        expected.tolist()
+    assert (len(columns) < 30) == eos
+
+
+def test_stream_checks_its_arguments_when_iterated(small):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        next(gptc.generate_stream(small, [[1, 2]], -1, 16))

@@ -1,7 +1,7 @@
 """gptc.get_tokenizer: tiktoken's "gpt2" encoding, built offline from local files.
 
-The files are found through $GPTC_BPE_DIR, defaulting to shared/gpt2-bpe
-beside the repository; the tests skip when they are absent.
+The files ship inside the package (gptc/gpt2_bpe); bpe_dir and $GPTC_BPE_DIR
+override them.
 """
 import hashlib
 import inspect
@@ -13,9 +13,7 @@ import pytest
 import gptc
 import gptc.tokenizer as tokmod
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.path.join(REPO_ROOT, "..", "shared")
-VERDICT = os.path.join(SHARED, "data", "the-verdict.txt")
+from conftest import VERDICT_PATH as VERDICT
 
 SAMPLE = ("Hello, I'm a language model. It's 2024; prices rose 3.5% -- naïve café, "
           "日本語のテキスト, emoji \U0001F600, tabs\tand   spaces\n\nnew lines.  ")
@@ -23,12 +21,8 @@ SAMPLE = ("Hello, I'm a language model. It's 2024; prices rose 3.5% -- naïve ca
 
 @pytest.fixture(scope="module")
 def bpe_dir():
-    """The directory holding GPT-2's encoder.json and vocab.bpe, or skip."""
-    path = os.environ.get("GPTC_BPE_DIR") or os.path.join(SHARED, "gpt2-bpe")
-    if not all(os.path.isfile(os.path.join(path, n)) for n in ("encoder.json", "vocab.bpe")):
-        pytest.skip(f"GPT-2 tokenizer files not found in {path} (set GPTC_BPE_DIR to a "
-                    "directory holding encoder.json and vocab.bpe)")
-    return path
+    """The directory holding GPT-2's encoder.json and vocab.bpe: gptc's own copies."""
+    return tokmod.PACKAGE_BPE_DIR
 
 
 @pytest.fixture
@@ -129,7 +123,32 @@ def test_wrong_hash_is_a_clear_error(bpe_dir, no_network, tmp_path, name):
     assert actual in message and tokmod.BPE_FILES[name] in message
 
 
-def test_missing_files_say_what_to_do(no_network, monkeypatch, tmp_path):
+def test_package_copies_need_no_setting(no_network, monkeypatch):
+    """Without bpe_dir or $GPTC_BPE_DIR, the files shipped in the package are read
+    (offline): the book's ids."""
+    monkeypatch.delenv("GPTC_BPE_DIR", raising=False)
+    assert gptc.get_tokenizer().encode("Every effort moves you") == [6109, 3626, 6100, 345]
+
+
+def test_package_copies_are_byte_identical_to_gpt2s_and_carry_the_licence():
+    """The shipped files have GPT-2's sha256 and OpenAI's licence lies beside them."""
+    for name, digest in tokmod.BPE_FILES.items():
+        with open(os.path.join(tokmod.PACKAGE_BPE_DIR, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest
+    with open(os.path.join(tokmod.PACKAGE_BPE_DIR, "LICENSE-OpenAI-GPT-2.txt"),
+              encoding="utf-8") as f:
+        licence = f.read()
+    assert "Modified MIT License" in licence and "OpenAI" in licence
+
+
+@pytest.fixture
+def package_copies_removed(monkeypatch, tmp_path):
+    """An installation whose package data went missing."""
+    monkeypatch.setattr(tokmod, "PACKAGE_BPE_DIR", str(tmp_path / "removed"))
+
+
+def test_missing_files_say_what_to_do(no_network, package_copies_removed, monkeypatch,
+                                      tmp_path):
     """No local files and no tiktoken route: one line naming both files, the
     variable to set, and where it looked."""
     monkeypatch.delenv("GPTC_BPE_DIR", raising=False)
@@ -140,18 +159,19 @@ def test_missing_files_say_what_to_do(no_network, monkeypatch, tmp_path):
     assert isinstance(info.value, RuntimeError)
     assert "\n" not in message
     for part in ("encoder.json", "vocab.bpe", "GPTC_BPE_DIR", str(missing),
-                 "network disabled by the test"):
+                 tokmod.PACKAGE_BPE_DIR, "reinstall gptc", "network disabled by the test"):
         assert part in message
 
 
-def test_no_directory_at_all_says_so(no_network, monkeypatch):
-    """Without bpe_dir or $GPTC_BPE_DIR the error says the variable is not set."""
+def test_no_directory_at_all_says_so(no_network, package_copies_removed, monkeypatch):
+    """Without bpe_dir, $GPTC_BPE_DIR or the package's copies the error says the
+    variable is not set."""
     monkeypatch.delenv("GPTC_BPE_DIR", raising=False)
     with pytest.raises(gptc.TokenizerError, match="GPTC_BPE_DIR is not set"):
         gptc.get_tokenizer()
 
 
-def test_tiktoken_route_is_the_fallback(monkeypatch, tmp_path):
+def test_tiktoken_route_is_the_fallback(package_copies_removed, monkeypatch, tmp_path):
     """Without local files, tiktoken.get_encoding("gpt2")'s route is what is returned."""
     monkeypatch.delenv("GPTC_BPE_DIR", raising=False)
     sentinel = object()
@@ -162,7 +182,7 @@ def test_tiktoken_route_is_the_fallback(monkeypatch, tmp_path):
 
 def test_expected_hashes_are_the_ones_tiktoken_checks(bpe_dir):
     """The sha256 values gptc checks appear in tiktoken's own gpt2 constructor,
-    and the shared files have them."""
+    and the package's files have them."""
     from tiktoken_ext import openai_public
     source = inspect.getsource(openai_public.gpt2)
     for name, digest in tokmod.BPE_FILES.items():
@@ -192,10 +212,8 @@ def test_identical_to_tiktokens_own_loader(bpe_dir, no_network, monkeypatch):
     assert sorted(served) == ["encoder.json", "vocab.bpe"]
     ours = gptc.get_tokenizer(bpe_dir)
 
-    texts = [SAMPLE]
-    if os.path.isfile(VERDICT):
-        with open(VERDICT, encoding="utf-8") as f:
-            texts.append(f.read())
+    with open(VERDICT, encoding="utf-8") as f:
+        texts = [SAMPLE, f.read()]
     for text in texts:
         ids = ours.encode(text, allowed_special={"<|endoftext|>"})
         assert ids == theirs.encode(text, allowed_special={"<|endoftext|>"})

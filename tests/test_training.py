@@ -9,9 +9,7 @@ import gptc
 from gptc.data import DataLoader, GPTDatasetV1, create_dataloader_v1
 from gptc.training import calc_loss_loader, text_to_token_ids, token_ids_to_text, \
     train_model_simple
-from conftest import REPO_ROOT
-
-VERDICT = os.path.join(REPO_ROOT, "..", "shared", "data", "the-verdict.txt")
+from conftest import VERDICT_PATH as VERDICT
 
 
 @pytest.fixture(scope="module")

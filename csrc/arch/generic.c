@@ -175,6 +175,7 @@ const gptc_kernels gptc_kernels_generic = {
     .pack_bf16 = pack_bf16,
     .rows_f32 = rows_f32,
     .rows_bf16 = rows_bf16,
+    .packed_min_rows = 8,
     .flash_task = att_flash_task,
     .fma_loop = fma_loop,
     .fma_flops_per_iteration = 8 * 4 * 2,

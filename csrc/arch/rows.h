@@ -16,8 +16,16 @@
 
 #include <stddef.h>
 
-#define ROWS_MR 4   /* x rows per tile */
-#define ROWS_NR 2   /* W rows per tile */
+#include "../kernels.h"
+
+/* The tile: ROWS_MR x rows by ROWS_NR W rows. A file of csrc/arch/ may
+ * define a wider ROWS_NR (at most GPTC_ROWS_MAX_NR) before including this,
+ * to fit its register file. */
+#define ROWS_MR 4
+#ifndef ROWS_NR
+#define ROWS_NR 2
+#endif
+_Static_assert(GPTC_ROWS_MAX_NR % ROWS_NR == 0, "the driver's column chunks hold whole tiles");
 
 /* res[i * ROWS_NR + j] = x_i . w_j for x rows x + i * K and W rows j of w
  * (element type known to the kernel). */

@@ -70,29 +70,31 @@ TARGET static inline __attribute__((always_inline)) float dot_body(
     return vf_hsum(vf_add(vf_add(acc0, acc1), vf_add(acc2, acc3)));
 }
 
-/* ROWS_MR x rows by ROWS_NR (2) W rows: each weight vector loaded once for
- * all the x rows. */
+/* ROWS_MR x rows by ROWS_NR W rows: each weight vector loaded once for
+ * all the x rows, each x vector once for all the W rows. */
 TARGET static inline __attribute__((always_inline)) void tile_body(
     float *res, const float *x, const void *w, int K, w_load_fn load, w_load_part_fn load_part)
 {
     vf acc[ROWS_MR][ROWS_NR];
-    for (int i = 0; i < ROWS_MR; i++) acc[i][0] = acc[i][1] = vf_zero();
+    for (int i = 0; i < ROWS_MR; i++) {
+        for (int j = 0; j < ROWS_NR; j++) acc[i][j] = vf_zero();
+    }
     int k = 0;
     for (; k + VF_LANES <= K; k += VF_LANES) {
-        vf w0 = load(w, (size_t)k), w1 = load(w, (size_t)K + k);
+        vf wv[ROWS_NR];
+        for (int j = 0; j < ROWS_NR; j++) wv[j] = load(w, (size_t)j * K + k);
         for (int i = 0; i < ROWS_MR; i++) {
             vf xi = vf_loadu(x + (size_t)i * K + k);
-            acc[i][0] = vf_fma(xi, w0, acc[i][0]);
-            acc[i][1] = vf_fma(xi, w1, acc[i][1]);
+            for (int j = 0; j < ROWS_NR; j++) acc[i][j] = vf_fma(xi, wv[j], acc[i][j]);
         }
     }
     if (k < K) {
         const int n = K - k;
-        vf w0 = load_part(w, (size_t)k, n), w1 = load_part(w, (size_t)K + k, n);
+        vf wv[ROWS_NR];
+        for (int j = 0; j < ROWS_NR; j++) wv[j] = load_part(w, (size_t)j * K + k, n);
         for (int i = 0; i < ROWS_MR; i++) {
             vf xi = vf_load_part(x + (size_t)i * K + k, n);
-            acc[i][0] = vf_fma(xi, w0, acc[i][0]);
-            acc[i][1] = vf_fma(xi, w1, acc[i][1]);
+            for (int j = 0; j < ROWS_NR; j++) acc[i][j] = vf_fma(xi, wv[j], acc[i][j]);
         }
     }
     for (int i = 0; i < ROWS_MR; i++) {

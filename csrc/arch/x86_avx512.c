@@ -47,6 +47,9 @@ TARGET static inline vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, 
 TARGET static inline vf vf_add(vf a, vf b) { return _mm512_add_ps(a, b); }
 TARGET static inline float vf_hsum(vf v) { return _mm512_reduce_add_ps(v); }
 
+/* 4 x 4 few-rows tiles: 16 accumulators + 4 W vectors + 1 x vector of the
+ * 32 registers */
+#define ROWS_NR 4
 #include "rows_simd.h"
 
 /* ---- packed GEMM: a 12 x 32 tile, twenty-four accumulators + two B
@@ -57,6 +60,12 @@ TARGET static inline float vf_hsum(vf v) { return _mm512_reduce_add_ps(v); }
 TARGET static void tile(int kc, const float *ap, const float *bp, float *c, ptrdiff_t ldc,
                         int add)
 {
+    /* C's 32 floats of each row span at most three cache lines; asking for
+     * the first and last now lets them arrive while the loop below runs */
+    for (int i = 0; i < MR; i++) {
+        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
+        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
+    }
     __m512 acc[MR][2];
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     for (int p = 0; p < kc; p++) {
@@ -167,6 +176,7 @@ const gptc_kernels gptc_kernels_avx512 = {
     .pack_bf16 = pack_bf16,
     .rows_f32 = rows_f32,
     .rows_bf16 = rows_bf16,
+    .packed_min_rows = 20,
     .flash_task = att_flash_task,
     .fma_loop = fma_loop,
     .fma_flops_per_iteration = 16 * 16 * 2,

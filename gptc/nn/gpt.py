@@ -244,6 +244,33 @@ class GPTModel(Module):
         if tie_weights:
             self.out_head.weight = self.tok_emb.weight
 
+    @classmethod
+    def from_pretrained(cls, path):
+        """A GPTModel (in eval mode) from a Hugging Face GPT-2 directory: config.json
+        and model.safetensors as ``GPT2LMHeadModel.save_pretrained`` writes them
+        (gptc/huggingface.py)."""
+        from ..huggingface import from_pretrained
+        return from_pretrained(path, cls)
+
+    def save_pretrained(self, path):
+        """Write this model to the directory ``path`` in Hugging Face's GPT-2
+        layout, which ``transformers.GPT2LMHeadModel.from_pretrained`` opens."""
+        from ..huggingface import save_pretrained
+        save_pretrained(self, path)
+
+    def _is_book_model(self):
+        """True if every submodule is still the book's (hooks aside): what the
+        one-call C forward computes and GPT-2's file layout describes."""
+        emb_dim = self.tok_emb.embedding_dim
+        blocks = self.trf_blocks
+        if not (type(self.tok_emb) is Embedding and type(self.pos_emb) is Embedding
+                and type(self.drop_emb) is Dropout and type(blocks) is Sequential
+                and type(self.final_norm) is LayerNorm and type(self.out_head) is Linear
+                and self.pos_emb.embedding_dim == emb_dim and len(blocks) > 0):
+            return False
+        n_heads = blocks[0].att.num_heads if type(blocks[0]) is TransformerBlock else 0
+        return all(_is_book_block(block, emb_dim, n_heads) for block in blocks)
+
     def _one_call_arguments(self):
         """The model as gptc._C.gpt_forward and gptc._C.Decoder take it
         (``weights``, ``n_layers``, ``n_heads``), or None if a submodule was
@@ -254,28 +281,20 @@ class GPTModel(Module):
         weight as stored, see ``_stored``) and the numbers of the modules to
         their attribute names: ``trf_blocks.0.norm1.eps``, ``drop_emb.p``
         (the probability dropout applies now: 0 in eval mode) and so on."""
-        emb_dim = self.tok_emb.embedding_dim
+        if has_hooks(self) or not self._is_book_model():
+            return None
         blocks = self.trf_blocks
-        if has_hooks(self):
-            return None
-        if not (type(self.tok_emb) is Embedding and type(self.pos_emb) is Embedding
-                and type(self.drop_emb) is Dropout and type(blocks) is Sequential
-                and type(self.final_norm) is LayerNorm and type(self.out_head) is Linear
-                and self.pos_emb.embedding_dim == emb_dim and len(blocks) > 0):
-            return None
-        n_heads = blocks[0].att.num_heads if type(blocks[0]) is TransformerBlock else 0
         weights = _c_weights(self)
         weights["drop_emb.p"] = _dropout_p(self.drop_emb)
         weights["final_norm.eps"] = self.final_norm.eps
         for i, block in enumerate(blocks):
-            if not _is_book_block(block, emb_dim, n_heads):
-                return None
             prefix = f"trf_blocks.{i}."
             weights[prefix + "norm1.eps"] = block.norm1.eps
             weights[prefix + "att.dropout.p"] = _dropout_p(block.att.dropout)
             weights[prefix + "norm2.eps"] = block.norm2.eps
             weights[prefix + "drop_shortcut.p"] = _dropout_p(block.drop_shortcut)
-        return {"weights": weights, "n_layers": len(blocks), "n_heads": n_heads}
+        return {"weights": weights, "n_layers": len(blocks),
+                "n_heads": blocks[0].att.num_heads}
 
     def forward(self, in_idx):
         """Logits (batch, seq_len, vocab_size), float32, for integer token ids

@@ -16,6 +16,7 @@ from ..config import check_probability
 from ..random import default_generator
 from . import functional as F
 from .module import Module, Parameter
+from .utils import init_skipped
 
 __all__ = ["Linear", "Embedding", "Dropout", "ReLU", "GELU", "LayerNorm", "MSELoss"]
 
@@ -48,7 +49,8 @@ class Linear(Module):
             self.bias = Parameter(np.empty(self.out_features, np.float32))
         else:
             self.register_parameter("bias", None)
-        self.reset_parameters()
+        if not init_skipped():
+            self.reset_parameters()
 
     def reset_parameters(self):
         """Draw fresh weights from the default generator, as PyTorch does."""
@@ -98,7 +100,8 @@ class Embedding(Module):
         self.num_embeddings = _check_size(num_embeddings, "num_embeddings")
         self.embedding_dim = _check_size(embedding_dim, "embedding_dim")
         self.weight = Parameter(np.empty((self.num_embeddings, self.embedding_dim), np.float32))
-        self.reset_parameters()
+        if not init_skipped():
+            self.reset_parameters()
 
     def reset_parameters(self):
         """Draw fresh weights N(0, 1) from the default generator."""
