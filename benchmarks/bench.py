@@ -19,6 +19,10 @@ One run, one machine, the same thread count for everyone. Cases (``--cases``):
   9  bfloat16 weights (model.to_dtype("bfloat16")): decode tokens/s against float32
      (gptc.generate, case 4's prompt), the largest logit difference on the book's batch,
      and top-1 agreement with float32 over the generated tokens
+ 10  int8 weights (model.to_dtype("int8")): decode tokens/s of float32, bfloat16 and int8
+     and prefill (1, 256) against float32 (interleaved), the int8 bandwidth bound, bytes
+     per weight, and quality against float32 on the seed-123 model and on a model trained
+     by examples/pretrain_verdict.py (cached in --verdict-model), with its validation loss
   11 the arithmetic peak: each kernel set's register-only FMA loop, 1 and N threads
      (also run with case 5, whose GEMM figures it turns into fractions of the peak)
 
@@ -27,6 +31,7 @@ Ratios are PyTorch time / gptc time: above 1 means gptc is faster.
 
     python3 benchmarks/bench.py [--threads N] [--new-tokens N] [--quick]
                                 [--cases 1,2,5] [--json results.json]
+                                [--verdict-model DIR] [--verdict-epochs N] [--verdict-text FILE]
 """
 import argparse
 import datetime
@@ -73,7 +78,7 @@ REPEATS = {
 }
 
 
-CASE_NUMBERS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 11}
+CASE_NUMBERS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 
 
 # ---------------------------------------------------------------- helpers
@@ -87,8 +92,18 @@ def parse_args():
     parser.add_argument("--new-tokens", type=int, default=100,
                         help="tokens to generate in case 4 (default 100)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,11",
-                        help="comma-separated subset of the cases 1-9 and 11 (default: all)")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11",
+                        help="comma-separated subset of the cases 1-11 (default: all)")
+    parser.add_argument("--verdict-model", metavar="DIR",
+                        default=os.path.join(os.path.expanduser("~"), ".cache", "gptc-bench",
+                                             "verdict-model"),
+                        help="case 10: where examples/pretrain_verdict.py's model is kept "
+                             "(trained into it on the first run; default: %(default)s)")
+    parser.add_argument("--verdict-epochs", type=int, default=10,
+                        help="case 10: epochs of that training (default: 10, the book's)")
+    parser.add_argument("--verdict-text", metavar="FILE",
+                        default=os.path.join(REPO_ROOT, "data", "the-verdict.txt"),
+                        help="case 10: The Verdict (default: %(default)s)")
     parser.add_argument("--json", metavar="PATH", help="also write every result to PATH")
     parser.add_argument("--memory-child", choices=["gptc", "torch"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,6 +117,9 @@ def parse_args():
         parser.error(f"--cases takes case numbers separated by commas, got {args.cases!r}")
     if not args.cases or not set(args.cases) <= CASE_NUMBERS:
         parser.error(f"--cases takes numbers from {sorted(CASE_NUMBERS)}, got {args.cases}")
+    if 10 in args.cases and not os.path.isfile(args.verdict_text):
+        parser.error(f"case 10 reads The Verdict, not found at {args.verdict_text} "
+                     "(--verdict-text FILE)")
     return args
 
 
@@ -723,6 +741,111 @@ def case_bfloat16(gmodel, new_tokens, repeats):
     return out
 
 
+# ---------------------------------------------------------------- case 10: int8
+
+INT8_DTYPES = ("float32", "bfloat16", "int8")
+VERDICT_PROMPT = [6109, 3626, 6100, 345]    # "Every effort moves you"
+
+
+def case_int8(gmodel, new_tokens, repeats, bandwidth_gbs, verdict_dir, verdict_text,
+              verdict_epochs):
+    """int8 weights (model.to_dtype("int8")) against float32 and bfloat16 in one run:
+    decode tokens/s (gptc.generate, case 4's prompt; the dtypes interleaved round by
+    round), prefill (1, 256) time against float32 (interleaved), the int8 bandwidth bound,
+    bytes per weight of the int8 copies; quality against float32 on the seed-123 model
+    and on the model examples/pretrain_verdict.py trains (trained once into verdict_dir):
+    the largest logit difference on the book's batch, the top-1 agreement along float32's
+    greedy continuation (teacher forcing) in one forward (many rows: widened weights)
+    and in KV-cache decoder steps (a row: quantised activations), and the trained
+    model's validation loss on The Verdict per dtype."""
+    from gptc.data import create_dataloader_v1
+    from gptc.training import calc_loss_loader
+    warmup, min_samples, budget = repeats
+    idx = np.array([HELLO_IDS], dtype=np.int64)
+    rounds = max(3, min_samples)
+    out = {"new_tokens": new_tokens, "rounds": rounds}
+
+    def interleaved(label, run):
+        samples = {dtype: [] for dtype in INT8_DTYPES}
+        for r in range(rounds):
+            for dtype in samples if label == "decode" else ("float32", "int8"):
+                gmodel.to_dtype(dtype)
+                progress(f"  {label}, {dtype} weights, round {r + 1} of {rounds}")
+                run(warmup=True)
+                samples[dtype].append(timed(run))
+        gmodel.to_dtype("float32")
+        return {dtype: summary(v) for dtype, v in samples.items() if v}
+
+    def generate(warmup=False):
+        return gptc.generate(gmodel, idx, max_new_tokens=4 if warmup else new_tokens,
+                             context_size=1024)
+    out["decode"] = interleaved("decode", generate)
+    prefill_ids = long_ids(256)
+
+    def prefill(warmup=False):
+        with gptc.no_grad():
+            return gmodel(prefill_ids)
+    out["prefill"] = interleaved("prefill (1, 256)", prefill)
+
+    gmodel.to_dtype("int8")
+    weights = {id(m.weight): m.weight for m in gmodel.modules() if type(m) is gptc.nn.Linear}
+    out["int8_bytes"] = sum(w.int8.nbytes for w in weights.values())
+    out["bytes_per_weight"] = out["int8_bytes"] / sum(w.size for w in weights.values())
+    gmodel.to_dtype("float32")
+    out["bandwidth_gbs"] = bandwidth_gbs
+    out["int8_bound_tokens_per_s"] = bandwidth_gbs * 1e9 / out["int8_bytes"]
+
+    def quality(model, prompt):
+        """Max |logit diff| on the book's batch and top-1 agreements, int8 against float32."""
+        batch = np.array(BOOK_BATCH, dtype=np.int64)
+        n = len(prompt)
+        with gptc.no_grad():
+            f32 = model(batch)
+            text = gptc.generate(model, np.array([prompt]), max_new_tokens=new_tokens,
+                                 context_size=n + new_tokens)
+            ref = model(text[:, :-1]).argmax(-1)[0, n - 1:]
+            model.to_dtype("int8")
+            diff = float(np.abs(model(batch) - f32).max())
+            forward = model(text[:, :-1]).argmax(-1)[0, n - 1:]
+        decoder = gptc._C.Decoder(**model._one_call_arguments(), batch=1, capacity=text.shape[1])
+        steps = [int(decoder.prefill(np.ascontiguousarray(text[:, :n])).argmax())]
+        steps += [int(decoder.step(np.ascontiguousarray(text[:, t])).argmax())
+                  for t in range(n, text.shape[1] - 1)]
+        model.to_dtype("float32")
+        return {"max_abs_logit_diff": diff, "top1_forward": float((forward == ref).mean()),
+                "top1_decoder": float((np.array(steps) == ref).mean())}
+    progress("  quality, seed-123 model")
+    out["seed123"] = quality(gmodel, HELLO_IDS)
+
+    weights_file = os.path.join(verdict_dir, "model.safetensors")
+    if not os.path.isfile(weights_file):
+        progress(f"  training on The Verdict for {verdict_epochs} epochs into {verdict_dir} "
+                 "(once: later runs load it)")
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            filter(None, [REPO_ROOT, os.environ.get("PYTHONPATH")])))
+        subprocess.run([sys.executable, os.path.join(REPO_ROOT, "examples", "pretrain_verdict.py"),
+                        "--text", verdict_text, "--epochs", str(verdict_epochs),
+                        "--out", verdict_dir], env=env, check=True, stdout=sys.stderr)
+    trained = gptc.GPTModel(dict(gptc.GPT_CONFIG_124M, context_length=256))
+    trained.load_state_dict(gptc.load(weights_file))
+    trained.eval()
+    progress("  quality, trained model")
+    out["trained"] = quality(trained, VERDICT_PROMPT)
+    with open(verdict_text, encoding="utf-8") as f:
+        text = f.read()
+    val_loader = create_dataloader_v1(text[int(0.9 * len(text)):], batch_size=2, max_length=256,
+                                      stride=256, drop_last=False, shuffle=False,
+                                      tokenizer=gptc.get_tokenizer())
+    out["val_loss"] = {}
+    for dtype in INT8_DTYPES:
+        trained.to_dtype(dtype)
+        with gptc.no_grad():
+            out["val_loss"][dtype] = calc_loss_loader(val_loader, trained)
+    out["verdict_dir"], out["verdict_epochs"] = verdict_dir, verdict_epochs
+    del trained
+    return out
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -768,7 +891,7 @@ def main():
     results = {"header": header, "cases": {}}
     cases = set(args.cases)
     gmodel = tmodel = ref = None
-    if cases & {1, 2, 3, 4, 9}:
+    if cases & {1, 2, 3, 4, 9, 10}:
         progress("building GPT-2 124M (seed 123) in gptc, loading it into PyTorch")
         gmodel, tmodel, ref = build_models()
     weight_bytes = DECODE_BYTES_124M if gmodel is None else decode_bytes(gmodel)
@@ -937,6 +1060,55 @@ def main():
         print_table(f'9. bfloat16 weights (model.to_dtype("bfloat16")), float32 accumulation: '
                     f'"Hello, I am" + {n} tokens',
                     ["", "float32", "bfloat16", "speed-up"], rows)
+
+    if 10 in cases:
+        progress("case 10: int8 weights")
+        bandwidth = bw["bandwidth_gbs"] if bw is not None else case_bandwidth(
+            args.threads, reps["bandwidth"], weight_bytes)["bandwidth_gbs"]
+        q8 = case_int8(gmodel, args.new_tokens, reps["generate"], bandwidth,
+                       args.verdict_model, args.verdict_text, args.verdict_epochs)
+        results["cases"]["10_int8"] = q8
+        n, dec, pre = args.new_tokens, q8["decode"], q8["prefill"]
+        rate = {dtype: n / dec[dtype]["median"] for dtype in INT8_DTYPES}
+        speedup = rate["int8"] / rate["bfloat16"]
+        of_bound = rate["int8"] / q8["int8_bound_tokens_per_s"]
+        prefill_ratio = pre["int8"]["median"] / pre["float32"]["median"]
+        seed, tr, loss = q8["seed123"], q8["trained"], q8["val_loss"]
+        loss_gap = loss["int8"] - loss["float32"]
+
+        def verdict(ok):
+            return "met" if ok else "MISSED"
+        rows = [[f"decode tokens/s, {dtype} (gptc.generate, {n} tokens)",
+                 fmt_rate(dec[dtype], n, "tok/s"), "", ""] for dtype in INT8_DTYPES]
+        rows += [["decode int8 / bfloat16", f"{speedup:.2f}", ">= 1.6", verdict(speedup >= 1.6)],
+                 [f"int8 bound: {q8['bandwidth_gbs']:.1f} GB/s (case 7) / "
+                  f"{q8['int8_bytes'] / MIB:.1f} MiB per token",
+                  f"{q8['int8_bound_tokens_per_s']:.1f} tok/s; int8 decode at {of_bound:.0%}",
+                  ">= 60%", verdict(of_bound >= 0.6)],
+                 ["prefill (1, 256), float32", fmt_time(pre["float32"]), "", ""],
+                 ["prefill (1, 256), int8", fmt_time(pre["int8"]), "", ""],
+                 ["prefill int8 / float32 time", f"{prefill_ratio:.2f}", "<= 1.1",
+                  verdict(prefill_ratio <= 1.1)],
+                 ["int8 copies, bytes per weight", f"{q8['bytes_per_weight']:.4f}", "<= 1.07",
+                  verdict(q8["bytes_per_weight"] <= 1.07)]]
+        for name, qual, top1_target in (("seed-123 model", seed, None),
+                                        (f"trained model ({q8['verdict_epochs']} epochs)", tr,
+                                         0.98)):
+            rows.append([f"{name}: max |logit diff| vs float32, book's batch",
+                         f"{qual['max_abs_logit_diff']:.3g}", "", ""])
+            for key, how in (("top1_forward", "one forward"), ("top1_decoder", "decoder steps")):
+                ok = "" if top1_target is None else verdict(qual[key] >= top1_target)
+                rows.append([f"{name}: top-1 agreement, {n} positions, {how}",
+                             f"{qual[key]:.0%}", "" if top1_target is None else ">= 98%", ok])
+        rows.append(["trained model: validation loss on The Verdict, float32 / bfloat16 / int8",
+                     " / ".join(f"{loss[d]:.4f}" for d in INT8_DTYPES), "", ""])
+        rows.append(["validation loss int8 - float32", f"{loss_gap:+.4f}", "|.| <= 0.02",
+                     verdict(abs(loss_gap) <= 0.02)])
+        print_table(f'10. int8 weights (model.to_dtype("int8")): blocks of 32, bfloat16 scales; '
+                    f'decode and prefill rounds interleaved ({q8["rounds"]} rounds); kernel set '
+                    f'{gptc._C.isa()}', ["", "value", "target", ""], rows)
+        print("  one forward = many rows (int8 widened to float32 while packing); decoder "
+              "steps = one row (activations quantised to int8, integer dot products)")
 
     total = time.perf_counter() - wall_start
     results["total_seconds"] = total

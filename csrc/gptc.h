@@ -125,17 +125,31 @@ void gptc_gelu_backward(float *dinp, const float *inp, const float *dout, size_t
 void gptc_relu_backward(float *dinp, const float *inp, const float *dout, size_t n);
 
 /* A Linear layer's weight [out_features, in_features], as stored: float32
- * (the parameter itself), or the bfloat16 copy Module.to_dtype("bfloat16")
- * keeps for inference (the top 16 bits of each float32, as uint16_t). */
-typedef enum gptc_dtype { GPTC_FLOAT32 = 0, GPTC_BFLOAT16 = 1 } gptc_dtype;
+ * (the parameter itself), the bfloat16 copy Module.to_dtype("bfloat16")
+ * keeps for inference (the top 16 bits of each float32, as uint16_t), or
+ * the int8 copy of Module.to_dtype("int8"): each row cut into blocks of
+ * GPTC_INT8_BLOCK consecutive values (the last one shorter when K is not a
+ * multiple), each block stored as int8 values q and one scale d, the
+ * value being q * d. data holds the int8_t values [N, K], scales the
+ * bfloat16 bits of d [N, gptc_int8_blocks(K)] (NULL for the other types).
+ * gptc_quantize_int8 makes them. */
+typedef enum gptc_dtype { GPTC_FLOAT32 = 0, GPTC_BFLOAT16 = 1, GPTC_INT8 = 2 } gptc_dtype;
 typedef struct gptc_weight {
     const void *data;
     gptc_dtype dtype;
+    const uint16_t *scales;
 } gptc_weight;
+
+#define GPTC_INT8_BLOCK 32
+
+static inline int gptc_int8_blocks(int K)
+{
+    return (K + GPTC_INT8_BLOCK - 1) / GPTC_INT8_BLOCK;
+}
 
 static inline gptc_weight gptc_f32_weight(const float *w)
 {
-    gptc_weight v = {w, GPTC_FLOAT32};
+    gptc_weight v = {w, GPTC_FLOAT32, NULL};
     return v;
 }
 
@@ -148,7 +162,13 @@ enum {
 
 /* matmul.c: out[M, N] = x[M, K] . weight[N, K]^T + bias[N] (bias may be
  * NULL), changed by flags (at most one of the two). A bfloat16 weight is
- * widened to float32 as it is read; products and sums are float32. */
+ * widened to float32 as it is read; products and sums are float32. With
+ * an int8 weight, a few rows (decode steps) are quantised like the weight
+ * (gptc_quantize_int8) and multiplied in integers: each block's dot
+ * product is an exact integer sum, scaled by both blocks' scales and
+ * summed in float32 (a block holding inf or NaN gives NaN). Many rows
+ * take the packed product of the float32 path, each int8 value widened to
+ * q * d, exactly, as it is packed. */
 void gptc_linear_forward(float *out, const float *x, gptc_weight weight, const float *bias,
                          int M, int K, int N, int flags);
 /* matmul.c: the gradients of gptc_linear_forward with a float32 weight
@@ -163,6 +183,16 @@ int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float 
                          const float *inp, const float *weight, int M, int K, int N);
 /* matmul.c: float32 to bfloat16, rounding to nearest even (NaN stays NaN). */
 void gptc_f32_to_bf16(uint16_t *out, const float *in, size_t n);
+/* quantize.c: rows of len float32 values (row r at x + r * x_stride) to
+ * int8 blocks: values [rows, len], scales [rows, gptc_int8_blocks(len)].
+ * Each block of GPTC_INT8_BLOCK values (fewer at the end of a row) gets
+ * the scale d = bfloat16(max |x| / 127), rounded to nearest even, and the
+ * values q = x / d rounded to nearest even and clamped to [-127, 127]
+ * (float32 arithmetic throughout, so the result is defined bit for bit).
+ * A block of zeros gets d = 0, q = 0; a block holding inf or NaN gets
+ * d = NaN, q = 0. Threaded over the rows. */
+void gptc_quantize_int8(int8_t *values, uint16_t *scales, const float *x, size_t rows, int len,
+                        ptrdiff_t x_stride);
 
 /* isa.c: the kernel sets (csrc/kernels.h): "generic", "avx2", "avx512",
  * "neon". gptc_isa_name is the one in use; gptc_set_isa selects another

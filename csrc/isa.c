@@ -2,7 +2,7 @@
  * isa.c - which kernel set (kernels.h) gptc runs.
  *
  * The widest set that both this build and this CPU support is chosen on
- * first use; GPTC_ISA=generic|avx2|avx512|neon forces one (a name the CPU
+ * first use; GPTC_ISA=<a table's name> forces one (a name the CPU
  * cannot run is ignored, never obeyed: gptc._C.isa() says what runs), and
  * gptc_set_isa switches at run time. Every operation reads the selected
  * table once when it starts, so a switch takes effect from the next one.
@@ -12,6 +12,9 @@
 #include "internal.h"
 #include "kernels.h"
 
+#ifdef GPTC_HAVE_X86_KERNELS
+#include <cpuid.h>
+#endif
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,13 +24,27 @@ const gptc_kernels *const gptc_kernels_compiled[] = {
     &gptc_kernels_generic,
 #ifdef GPTC_HAVE_X86_KERNELS
     &gptc_kernels_avx2,
+    &gptc_kernels_avx2_vnni,
     &gptc_kernels_avx512,
+    &gptc_kernels_avx512_vnni,
 #endif
 #ifdef GPTC_HAVE_NEON_KERNELS
     &gptc_kernels_neon,
 #endif
     NULL,
 };
+
+#ifdef GPTC_HAVE_X86_KERNELS
+/* AVX-VNNI (the VEX form of vpdpbusd): CPUID leaf 7, subleaf 1, EAX bit 4.
+ * Asked directly because older compilers (clang 14) have no name for it in
+ * __builtin_cpu_supports; its registers are AVX2's, whose OS support the
+ * avx2 bit already covers. */
+static int cpu_has_avx_vnni(void)
+{
+    unsigned eax, ebx, ecx, edx;
+    return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 4) & 1u);
+}
+#endif
 
 /* Whether this CPU runs the kernels of table t. */
 static int cpu_runs(const gptc_kernels *t)
@@ -37,8 +54,12 @@ static int cpu_runs(const gptc_kernels *t)
      * (XGETBV) that the registers are saved across context switches */
     __builtin_cpu_init();
     int avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    /* BW for the int8 kernels: every AVX-512 CPU but Xeon Phi has it */
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
     if (t == &gptc_kernels_avx2) return avx2;
-    if (t == &gptc_kernels_avx512) return avx2 && __builtin_cpu_supports("avx512f");
+    if (t == &gptc_kernels_avx2_vnni) return avx2 && cpu_has_avx_vnni();
+    if (t == &gptc_kernels_avx512) return avx512;
+    if (t == &gptc_kernels_avx512_vnni) return avx512 && __builtin_cpu_supports("avx512vnni");
 #endif
     /* generic runs anywhere; NEON is part of every ARMv8-A CPU */
     return 1;

@@ -10,12 +10,18 @@
  *
  *   generic.c      portable C (any CPU; SSE2 vectors on x86-64, whatever
  *                  the compiler's baseline is elsewhere)
- *   x86_avx2.c     AVX2 + FMA (x86-64 since Haswell / Zen)
- *   x86_avx512.c   AVX-512F (Skylake-SP and later Xeons, Zen 4)
+ *   x86_avx2.c     AVX2 + FMA (x86-64 since Haswell / Zen): the tables
+ *                  "avx2" and "avx2_vnni", which adds AVX-VNNI's vpdpbusd
+ *                  to the int8 products (Alder Lake, Sapphire Rapids, Zen 5)
+ *   x86_avx512.c   AVX-512F + BW (Skylake-SP and later Xeons, Zen 4): the
+ *                  tables "avx512" and "avx512_vnni", which adds AVX512-VNNI
+ *                  (Cascade Lake, Ice Lake and later, Zen 4)
  *   arm64_neon.c   ARMv8 Advanced SIMD (Apple Silicon, Graviton, ...)
  *
+ * A VNNI table differs from its base table in the int8 products only.
  * isa.c picks the widest table the CPU supports when gptc is imported;
- * GPTC_ISA=generic|avx2|avx512|neon forces one, and gptc_set_isa switches
+ * GPTC_ISA=generic|avx2|avx2_vnni|avx512|avx512_vnni|neon forces one, and
+ * gptc_set_isa switches
  * at run time (the tests run every kernel set in one process that way).
  * The x86 files compile their functions with target attributes, so the
  * default build needs no -march flag and runs on any x86-64 CPU.
@@ -47,6 +53,22 @@ typedef void (*gptc_tile_fn)(int kc, const float *ap, const float *bp, float *c,
 typedef void (*gptc_pack_fn)(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride,
                              int rows, int width, int len);
 
+/* Rows of int8 blocks (gptc.h, gptc_weight): row r's values at
+ * values + r * stride, the bfloat16 scale of its block b at
+ * scales[r * scale_stride + b]. A view may start inside a row, at a block
+ * boundary. */
+typedef struct gptc_int8_rows {
+    const int8_t *values;
+    const uint16_t *scales;
+    ptrdiff_t stride, scale_stride;
+} gptc_int8_rows;
+
+/* The packing transpose of int8 rows, each value widened to q * d (exact
+ * in float32: 7 bits times bfloat16's 8) as it is packed: dst[p * ld + r]
+ * is the value p of row r of src (a view starting at a block boundary). */
+typedef void (*gptc_pack_int8_fn)(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows,
+                                  int width, int len);
+
 /* ------------------------------------------------------------------------
  * Few-rows products (decode steps, small batches): dot products of an x
  * row with a W row, both contiguous, every weight read once for all rows.
@@ -60,6 +82,16 @@ typedef void (*gptc_pack_fn)(float *dst, ptrdiff_t ld, const void *src, ptrdiff_
 #define GPTC_ROWS_MAX_NR 4   /* W rows per tile, at most: the driver's chunks are multiples */
 typedef void (*gptc_rows_fn)(float *out, const float *x, const void *w, const float *bias,
                              int M, int K, int N, int n0, int n1, int accumulate);
+
+/* The same with an int8 weight, its x rows quantised like it (matmul.c
+ * calls gptc_quantize_int8 once per call): x and w are views of M and N
+ * rows of K values. Each output is the sum over blocks b, in float32, of
+ *   (integer dot product of the blocks' values) * d_x[b] * d_w[b]
+ * where the integer sums are exact (|q| <= 127, so no step saturates) and
+ * d_x[b] * d_w[b] is exact too (two bfloat16 values). */
+typedef void (*gptc_rows_int8_fn)(float *out, gptc_int8_rows x, gptc_int8_rows w,
+                                  const float *bias, int M, int K, int N, int n0, int n1,
+                                  int accumulate);
 
 /* ------------------------------------------------------------------------
  * Inference attention (attention.c): the blocked online-softmax kernel.
@@ -95,12 +127,14 @@ typedef void (*gptc_flash_task_fn)(const gptc_flash_problem *pb, int b, int h, i
  * The table.
  * ---------------------------------------------------------------------- */
 typedef struct gptc_kernels {
-    const char *name;               /* "generic", "avx2", "avx512", "neon" */
+    const char *name;               /* "generic", "avx2", "avx512", "neon", ... */
     int mr, nr;                     /* the register tile's shape */
     int pack_width;                 /* the widest square of the packing transposes */
     gptc_tile_fn tile;
     gptc_pack_fn pack_f32, pack_bf16;
+    gptc_pack_int8_fn pack_int8;
     gptc_rows_fn rows_f32, rows_bf16;
+    gptc_rows_int8_fn rows_int8;
     /* Products with fewer rows than this take the few-rows kernels, which
      * read each weight once; from here on packing W pays for itself. The
      * crossing depends on both kernels: each table's value is where the two
@@ -118,13 +152,20 @@ typedef struct gptc_kernels {
 extern const gptc_kernels gptc_kernels_generic;
 #if defined(__x86_64__) && defined(__GNUC__)
 #define GPTC_HAVE_X86_KERNELS 1
-extern const gptc_kernels gptc_kernels_avx2;
-extern const gptc_kernels gptc_kernels_avx512;
+extern const gptc_kernels gptc_kernels_avx2, gptc_kernels_avx2_vnni;
+extern const gptc_kernels gptc_kernels_avx512, gptc_kernels_avx512_vnni;
 #endif
 #if defined(__aarch64__)
 #define GPTC_HAVE_NEON_KERNELS 1
 extern const gptc_kernels gptc_kernels_neon;
 #endif
+
+/* generic.c's int8 kernels, which a table without int8 kernels of its own
+ * (for now NEON's) points to. */
+void gptc_generic_pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, int width,
+                            int len);
+void gptc_generic_rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
+                            int M, int K, int N, int n0, int n1, int accumulate);
 
 /* The tables compiled into this build, NULL-terminated, narrowest first. */
 extern const gptc_kernels *const gptc_kernels_compiled[];

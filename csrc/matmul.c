@@ -58,17 +58,20 @@
  * sum from zero, then added to C), so the result does not depend on the
  * number of threads.
  * ===================================================================== */
-#define KC 256          /* reduction steps per packed block */
+#define KC 256          /* reduction steps per packed block (a multiple of GPTC_INT8_BLOCK) */
 #define MC 192          /* rows of A per L2 block (a multiple of every MR) */
 #define NC_MAX 512      /* widest column chunk a task packs */
 #define PACK_ALIGN 64   /* packed panels start on a cache line */
 
 /* Element (r, c) of a strided matrix view is p[r * rs + c * cs], of type
- * dtype: float32, or bfloat16 for the weight of a forward (B). */
+ * dtype: float32, or bfloat16 or int8 for the weight of a forward (B),
+ * whose int8 block scales are then scales[c * scale_stride + r / 32]. */
 typedef struct {
     const void *p;
     ptrdiff_t rs, cs;
     gptc_dtype dtype;
+    const uint16_t *scales;
+    ptrdiff_t scale_stride;
 } matrix_view;
 
 static inline const float *f32_at(matrix_view v, ptrdiff_t r, ptrdiff_t c)
@@ -109,12 +112,22 @@ static void pack_b_panel(float *bp, matrix_view b, int p0, int kc, int j0, int c
     const int nr = kern->nr, tw = kern->pack_width;
     if (b.rs == 1) {
         /* W rows in the forward: the panel is nr / tw transposes side by side */
-        const size_t elem = b.dtype == GPTC_BFLOAT16 ? sizeof(uint16_t) : sizeof(float);
+        const size_t elem = b.dtype == GPTC_BFLOAT16 ? sizeof(uint16_t)
+                            : b.dtype == GPTC_INT8   ? sizeof(int8_t) : sizeof(float);
         const gptc_pack_fn pack = b.dtype == GPTC_BFLOAT16 ? kern->pack_bf16 : kern->pack_f32;
         for (int h = 0; h < nr; h += tw) {
             int n = cols - h < 0 ? 0 : (cols - h < tw ? cols - h : tw);
             const char *src = (const char *)b.p + ((size_t)(j0 + h) * b.cs + p0) * elem;
-            pack(bp + h, nr, src, b.cs, n, tw, kc);
+            if (b.dtype == GPTC_INT8) {
+                /* p0 is a multiple of KC, so the panel starts on a block */
+                gptc_int8_rows rows = {(const int8_t *)src,
+                                       b.scales + (size_t)(j0 + h) * b.scale_stride +
+                                           p0 / GPTC_INT8_BLOCK,
+                                       b.cs, b.scale_stride};
+                kern->pack_int8(bp + h, nr, rows, n, tw, kc);
+            } else {
+                pack(bp + h, nr, src, b.cs, n, tw, kc);
+            }
         }
         return;
     }
@@ -307,7 +320,8 @@ void gptc_gemm_serial(int M, int N, int K, const float *a, ptrdiff_t a_rs, ptrdi
     float *apack = work + (round_up(addr, PACK_ALIGN) - addr) / sizeof(float);
     size_t panels = (size_t)(M + kern->mr - 1) / kern->mr;
     float *bpack = apack + round_up(panels * kern->mr * (size_t)K, PACK_ALIGN / sizeof(float));
-    matrix_view av = {a, a_rs, a_cs, GPTC_FLOAT32}, bv = {b, b_rs, b_cs, GPTC_FLOAT32};
+    matrix_view av = {a, a_rs, a_cs, GPTC_FLOAT32, NULL, 0};
+    matrix_view bv = {b, b_rs, b_cs, GPTC_FLOAT32, NULL, 0};
     epilogue none = {NULL, 0};
     gemm_problem g = {M, N, K, av, bv, c, ldc, accumulate, none, kern, apack,
                       (int)round_up((size_t)N, (size_t)kern->nr)};
@@ -319,14 +333,23 @@ void gptc_gemm_serial(int M, int N, int K, const float *a, ptrdiff_t a_rs, ptrdi
     gemm_task(&g, 0, N, bpack);
 }
 
+/* One few-rows product: x float32 with a float32 or bfloat16 weight, or x
+ * quantised with an int8 weight. */
+typedef struct {
+    gptc_rows_fn rows;        /* NULL for int8 */
+    const float *x;
+    const void *w;
+    gptc_rows_int8_fn rows_int8;
+    gptc_int8_rows xq, wq;
+} rows_product;
+
 /* The few-rows path splits the output columns into chunks of W rows handed
  * out dynamically, so a slower core simply takes fewer chunks: about 8 per
  * thread balance the load without making chunks tiny. Each chunk is
  * finished (GELU included) by the thread that computed it. */
-static void linear_rows(float *out, const float *x, gptc_weight w, const float *bias, int M,
-                        int K, int N, int accumulate, int gelu, const gptc_kernels *kern)
+static void rows_in_chunks(float *out, const rows_product *p, const float *bias, int M, int K,
+                           int N, int accumulate, int gelu)
 {
-    const gptc_rows_fn rows = w.dtype == GPTC_BFLOAT16 ? kern->rows_bf16 : kern->rows_f32;
     int nthreads = gptc_get_num_threads();
     int chunk = N / (nthreads * 8);
     chunk = chunk < 16 ? 16 : (chunk + GPTC_ROWS_MAX_NR - 1) / GPTC_ROWS_MAX_NR * GPTC_ROWS_MAX_NR;
@@ -336,7 +359,11 @@ static void linear_rows(float *out, const float *x, gptc_weight w, const float *
     if (nthreads > 1 && work >= GPTC_PARALLEL_MIN_WORK && nchunks > 1)
     for (int c = 0; c < nchunks; c++) {
         int n0 = c * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
-        rows(out, x, w.data, bias, M, K, N, n0, n1, accumulate);
+        if (p->rows != NULL) {
+            p->rows(out, p->x, p->w, bias, M, K, N, n0, n1, accumulate);
+        } else {
+            p->rows_int8(out, p->xq, p->wq, bias, M, K, N, n0, n1, accumulate);
+        }
         if (gelu) {
             for (int m = 0; m < M; m++) {
                 float *o = out + (size_t)m * N;
@@ -346,6 +373,53 @@ static void linear_rows(float *out, const float *x, gptc_weight w, const float *
     }
 }
 
+/* The quantised x of the int8 few-rows path lives on the stack, so the
+ * path needs no allocation and cannot fail: x is taken Q8_ROWS rows and
+ * Q8_SEGMENT values (a multiple of the block) at a time, the segments of
+ * one output summed into it in order. A decode step (fewer rows than
+ * the table's packed_min_rows, K up to 4096) is one piece, quantised once per call. */
+#define Q8_ROWS 8
+#define Q8_SEGMENT 4096
+
+static void linear_rows_int8(float *out, const float *x, gptc_weight w, const float *bias,
+                             int M, int K, int N, int accumulate, int gelu,
+                             const gptc_kernels *kern)
+{
+    int8_t xq[Q8_ROWS * Q8_SEGMENT];
+    uint16_t xs[Q8_ROWS * (Q8_SEGMENT / GPTC_INT8_BLOCK)];
+    const int nb = gptc_int8_blocks(K);
+    for (int m0 = 0; m0 < M; m0 += Q8_ROWS) {
+        const int rows = M - m0 < Q8_ROWS ? M - m0 : Q8_ROWS;
+        for (int k0 = 0; k0 < K || k0 == 0; k0 += Q8_SEGMENT) {
+            const int len = K - k0 < Q8_SEGMENT ? K - k0 : Q8_SEGMENT;
+            const int last = k0 + len >= K;
+            gptc_quantize_int8(xq, xs, x + (size_t)m0 * K + k0, (size_t)rows, len, K);
+            rows_product p = {
+                .rows_int8 = kern->rows_int8,
+                .xq = {xq, xs, len, gptc_int8_blocks(len)},
+                .wq = {(const int8_t *)w.data + k0, w.scales + k0 / GPTC_INT8_BLOCK, K, nb},
+            };
+            rows_in_chunks(out + (size_t)m0 * N, &p, k0 == 0 ? bias : NULL, rows, len, N,
+                           accumulate || k0 > 0, gelu && last);
+        }
+    }
+}
+
+static void linear_rows(float *out, const float *x, gptc_weight w, const float *bias, int M,
+                        int K, int N, int accumulate, int gelu, const gptc_kernels *kern)
+{
+    if (w.dtype == GPTC_INT8) {
+        linear_rows_int8(out, x, w, bias, M, K, N, accumulate, gelu, kern);
+        return;
+    }
+    rows_product p = {
+        .rows = w.dtype == GPTC_BFLOAT16 ? kern->rows_bf16 : kern->rows_f32,
+        .x = x,
+        .w = w.data,
+    };
+    rows_in_chunks(out, &p, bias, M, K, N, accumulate, gelu);
+}
+
 void gptc_linear_forward(float *out, const float *x, gptc_weight weight, const float *bias,
                          int M, int K, int N, int flags)
 {
@@ -353,7 +427,8 @@ void gptc_linear_forward(float *out, const float *x, gptc_weight weight, const f
     const int accumulate = (flags & GPTC_LINEAR_ACCUMULATE) != 0;
     const int gelu = (flags & GPTC_LINEAR_GELU) != 0;
     if (M >= kern->packed_min_rows) {
-        matrix_view a = {x, K, 1, GPTC_FLOAT32}, b = {weight.data, 1, K, weight.dtype};
+        matrix_view a = {x, K, 1, GPTC_FLOAT32, NULL, 0};
+        matrix_view b = {weight.data, 1, K, weight.dtype, weight.scales, gptc_int8_blocks(K)};
         epilogue ep = {bias, gelu};
         int done = gemm(M, N, K, a, b, out, N, accumulate, ep, kern);
         if (done == M) {
@@ -388,14 +463,16 @@ int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float 
     epilogue none = {NULL, 0};
     if (dinp != NULL) {
         /* dinp[m, k] += sum_n dout[m, n] W[n, k] */
-        matrix_view a = {dout, N, 1, GPTC_FLOAT32}, b = {weight, K, 1, GPTC_FLOAT32};
+        matrix_view a = {dout, N, 1, GPTC_FLOAT32, NULL, 0};
+        matrix_view b = {weight, K, 1, GPTC_FLOAT32, NULL, 0};
         if (gemm(M, K, N, a, b, dinp, K, 1, none, kern) != M) {
             return -1;
         }
     }
     if (dweight != NULL) {
         /* dweight[n, k] += sum_m dout[m, n] inp[m, k] */
-        matrix_view a = {dout, 1, N, GPTC_FLOAT32}, b = {inp, K, 1, GPTC_FLOAT32};
+        matrix_view a = {dout, 1, N, GPTC_FLOAT32, NULL, 0};
+        matrix_view b = {inp, K, 1, GPTC_FLOAT32, NULL, 0};
         if (gemm(N, K, M, a, b, dweight, K, 1, none, kern) != N) {
             return -1;
         }

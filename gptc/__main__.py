@@ -94,12 +94,18 @@ def parse_args(argv=None):
     parser.add_argument("--bf16", action="store_true",
                         help="run the linear layers with bfloat16 weights "
                              "(model.to_dtype('bfloat16')): about twice the tokens/s")
+    parser.add_argument("--int8", action="store_true",
+                        help="run the linear layers with int8 weights, blocks of 32 with a "
+                             "scale each (model.to_dtype('int8')): faster still than --bf16")
     parser.add_argument("--threads", type=_int_in(1),
                         help="threads for gptc's parallel loops (default: all CPUs)")
     parser.add_argument("--bpe-dir", metavar="DIR",
                         help="directory holding GPT-2's encoder.json and vocab.bpe "
                              "(default: $GPTC_BPE_DIR, else the copies shipped with gptc)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.bf16 and args.int8:
+        parser.error("--bf16 and --int8 exclude each other")
+    return args
 
 
 def main(argv=None):
@@ -132,12 +138,15 @@ def run(args):
     model.eval()
     if args.bf16:
         model.to_dtype("bfloat16")
+    if args.int8:
+        model.to_dtype("int8")
     build_seconds = time.perf_counter() - start
 
     name = weights.name if weights else args.model or DEFAULT_MODEL
     source = (f"{weights.kind} from {args.weights}" if weights
               else f"random weights, seed {args.seed}")
-    print(f"Model: {name} ({source}{', bfloat16' if args.bf16 else ''})")
+    dtype = ", bfloat16" if args.bf16 else ", int8" if args.int8 else ""
+    print(f"Model: {name} ({source}{dtype})")
     print("Configuration:")
     for key, value in cfg.items():
         print(f"  {key}: {value}")

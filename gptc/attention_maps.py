@@ -50,7 +50,7 @@ def attention_weights(model, idx):
     the ``attn_weights`` of the book's ``MultiHeadAttention`` in eval mode.
 
     ``model`` must be a GPTModel in eval mode (``model.eval()``), its
-    weights float32 or bfloat16 (``to_dtype``); ``idx`` a (batch, seq_len)
+    weights float32, bfloat16 or int8 (``to_dtype``); ``idx`` a (batch, seq_len)
     integer array with seq_len <= context_length and ids in [0, vocab_size).
     Nothing is recorded for gradients. The model's hooks on its blocks and
     their modules fire as in a forward pass; ``final_norm`` and

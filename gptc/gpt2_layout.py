@@ -131,8 +131,9 @@ def load_gpt2_tensors(model, source, where):
                                  "build the GPTModel with qkv_bias=True (as the book does "
                                  "with NEW_CONFIG.update({'qkv_bias': True}))")
             if not param.flags.writeable:
-                raise RuntimeError(f"{key!r} is stored in bfloat16 for inference "
-                                   "(to_dtype('bfloat16')); call to_dtype('float32') before "
+                dtype = param.inference_dtype
+                raise RuntimeError(f"{key!r} is stored in {dtype} for inference "
+                                   f"(to_dtype({dtype!r})); call to_dtype('float32') before "
                                    "loading weights")
         shape = source.shape(name)
         expected = _source_shape(targets)

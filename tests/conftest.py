@@ -42,6 +42,25 @@ def c_entry_points():
     return sorted(names)
 
 
+def gpt2_124m_against_float32(dtype):
+    """GPT-2 124M (seed 123) in float32, then after to_dtype(dtype), on the book's batch
+    and teacher-forced along float32's greedy continuation of "Hello, I am" (100 new
+    tokens). Returns (the model, now in dtype, the continuation, the largest logit
+    difference on the book's batch, float32's and dtype's top-1 choices at each of the
+    100 positions)."""
+    import gptc
+    gptc.manual_seed(123)
+    model = gptc.GPTModel(gptc.GPT_CONFIG_124M).eval()
+    with gptc.no_grad():
+        f32 = model(np.array(BOOK_BATCH))
+        text = gptc.generate(model, np.array([HELLO_IDS]), max_new_tokens=100, context_size=1024)
+        ref_next = model(text[:, :-1]).argmax(-1)[0, len(HELLO_IDS) - 1:]
+        model.to_dtype(dtype)
+        low = model(np.array(BOOK_BATCH))
+        low_next = model(text[:, :-1]).argmax(-1)[0, len(HELLO_IDS) - 1:]
+    return model, text, float(np.abs(low - f32).max()), ref_next, low_next
+
+
 def pytest_generate_tests(metafunc):
     """A test that takes `isa` runs once per kernel set this build and CPU support."""
     if "isa" in metafunc.fixturenames:

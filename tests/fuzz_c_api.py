@@ -186,6 +186,14 @@ class Fuzzer:
         kind = rng.random()
         if isinstance(a, dict):
             return self.changed_weights(a)
+        if isinstance(a, tuple) and a and kind < 0.5:
+            # an int8 weight: one of its arrays changed, or one too many or too few
+            parts = list(a)
+            if kind < 0.1:
+                return tuple(parts[:-1] if rng.random() < 0.5 else parts + [parts[-1]])
+            i = rng.randrange(len(parts))
+            parts[i] = self.changed(parts[i], parts)
+            return tuple(parts)
         if not isinstance(a, np.ndarray) or kind < 0.15:
             return self.value()
         if kind < 0.35:
@@ -232,8 +240,8 @@ class Fuzzer:
 
     # -- valid calls ---------------------------------------------------------------------
     def _models(self):
-        """Small GPTModels as gpt_forward and Decoder take them: float32 and bfloat16
-        weights, with and without biases, in eval and training mode."""
+        """Small GPTModels as gpt_forward and Decoder take them: float32, bfloat16 and
+        int8 weights, with and without biases, in eval and training mode."""
         models = []
         for i, (cfg, dtype, train) in enumerate([
                 (small_config(vocab_size=20, context_length=8, emb_dim=8, n_heads=2,
@@ -241,7 +249,9 @@ class Fuzzer:
                 (small_config(vocab_size=20, context_length=8, emb_dim=8, n_heads=2,
                               n_layers=2, qkv_bias=True), "bfloat16", False),
                 (small_config(vocab_size=11, context_length=4, emb_dim=4, n_heads=1,
-                              n_layers=1, drop_rate=0.5), "float32", True)]):
+                              n_layers=1, drop_rate=0.5), "float32", True),
+                (small_config(vocab_size=20, context_length=8, emb_dim=40, n_heads=4,
+                              n_layers=1), "int8", False)]):
             gptc.manual_seed(i)
             model = gptc.GPTModel(cfg).to_dtype(dtype).train(train)
             models.append((cfg, model._one_call_arguments()))
@@ -258,7 +268,7 @@ class Fuzzer:
         return cfg, dict(args, weights=dict(args["weights"]))
 
     def decoder(self):
-        cfg, args = self.models[self.rng.randrange(2)]   # the eval-mode ones
+        cfg, args = self.models[self.rng.choice([0, 1, 3])]   # the eval-mode ones
         dec = _C.Decoder(**args, batch=2, capacity=cfg["context_length"])
         if self.rng.random() < 0.7:
             dec.prefill(self.ids(cfg["vocab_size"], 2, self.rng.randint(1, 3)))
@@ -273,6 +283,8 @@ class Fuzzer:
                 w[name + ".bias"] = self.f32(d_out)
         if self.rng.random() < 0.3:
             w["W_key.weight"] = _C.to_bfloat16(w["W_key.weight"])
+        if self.rng.random() < 0.3:
+            w["W_value.weight"] = _C.to_int8(w["W_value.weight"])
         return w
 
     def _templates(self):
@@ -296,7 +308,8 @@ class Fuzzer:
                 kwargs["gelu"] = r.choice([True, False])
             elif r.random() < 0.3:
                 kwargs["out"] = self.f32(2, n)
-            return _C.linear, [self.f32(2, k), w if r.random() < 0.7 else _C.to_bfloat16(w),
+            stored = r.choice([w, w, _C.to_bfloat16(w), _C.to_int8(w)])
+            return _C.linear, [self.f32(2, k), stored,
                                self.f32(n) if r.random() < 0.5 else None], kwargs
 
         def linear_backward():
@@ -377,6 +390,7 @@ class Fuzzer:
             "linear": linear,
             "linear_backward": linear_backward,
             "to_bfloat16": lambda: (_C.to_bfloat16, [self.f32(2, 3)], {}),
+            "to_int8": lambda: (_C.to_int8, [self.f32(2, 40)], {}),
             "layer_norm": lambda: (_C.layer_norm, [self.f32(2, 4), self.f32(4), self.f32(4),
                                                    1e-5], {}),
             "layer_norm_backward": layer_norm_backward,

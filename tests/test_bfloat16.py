@@ -83,7 +83,8 @@ def test_bfloat16_model_refuses_training_and_state_dict_loading():
     loss = net(x).sum()
     with pytest.raises(RuntimeError, match=r"call to_dtype\('float32'\) before computing"):
         loss.backward()
-    with pytest.raises(ValueError, match=r"dtype must be 'float32' or 'bfloat16', got 'float16'"):
+    with pytest.raises(ValueError, match=r"dtype must be 'float32', 'bfloat16' or 'int8', "
+                                         r"got 'float16'"):
         net.to_dtype("float16")
 
 
@@ -118,18 +119,8 @@ def test_gpt2_124m_in_bfloat16_stays_close_to_float32():
     """GPT-2 124M (seed 123) in bfloat16: the book's batch's logits within 0.05 of
     float32, and the greedy choice of the float32 continuation of "Hello, I am"
     (100 tokens, teacher-forced) agrees at least 95% of the time."""
-    import gptc
-    from conftest import BOOK_BATCH, HELLO_IDS
-    gptc.manual_seed(123)
-    model = gptc.GPTModel(gptc.GPT_CONFIG_124M).eval()
-    with gptc.no_grad():
-        f32 = model(np.array(BOOK_BATCH))
-        text = gptc.generate(model, np.array([HELLO_IDS]), max_new_tokens=100, context_size=1024)
-        ref_next = model(text[:, :-1]).argmax(-1)[0, 3:]
-        model.to_dtype("bfloat16")
-        b16 = model(np.array(BOOK_BATCH))
-        b16_next = model(text[:, :-1]).argmax(-1)[0, 3:]
-    diff = float(np.abs(b16 - f32).max())
+    from conftest import gpt2_124m_against_float32
+    _, _, diff, ref_next, b16_next = gpt2_124m_against_float32("bfloat16")
     agree = float((b16_next == ref_next).mean())
     print(f"GPT-2 124M bfloat16: max |logit diff| on the book's batch {diff:.3g}; "
           f"top-1 agreement over 100 tokens {agree:.0%}")

@@ -84,6 +84,14 @@ def test_max_new_tokens_threads_and_bpe_dir():
     assert "Output length: 7" in result.stdout
 
 
+def test_int8_weights_keep_the_books_tokens():
+    """--int8 generates with the Linear weights in int8 blocks (model.to_dtype('int8')):
+    the seed-123 model's greedy continuation is still the book's."""
+    result = run_cli("--int8", "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    assert output_ids(result.stdout) == BOOK_IDS[:8]
+
+
 def test_weights_file_replaces_the_seed(tmp_path):
     """--weights loads a gptc.save file: the seed-123 state dict, run with another
     --seed, still gives the book's tokens."""
@@ -163,7 +171,7 @@ def test_help_lists_the_options():
     result = run_cli("--help")
     assert result.returncode == 0
     for option in ("--prompt", "--max-new-tokens", "--model", "--seed", "--weights",
-                   "--threads", "--bpe-dir"):
+                   "--int8", "--threads", "--bpe-dir"):
         assert option in result.stdout
 
 

@@ -111,6 +111,17 @@ def test_model_without_qkv_bias_is_refused_before_any_change():
     assert all(np.array_equal(before[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
+def test_model_with_inference_copies_is_refused_naming_the_dtype(dtype):
+    """Weights kept in bfloat16 or int8 (to_dtype) cannot be overwritten: the error names
+    the dtype and the fix."""
+    model = _book_model().to_dtype(dtype)
+    with pytest.raises(RuntimeError, match=rf"stored in {dtype} for inference "
+                                           rf"\(to_dtype\('{dtype}'\)\); call "
+                                           r"to_dtype\('float32'\) before loading weights"):
+        gptc.load_weights_into_gpt(model, _params())
+
+
 def test_params_of_another_size_name_tensor_parameter_and_shapes():
     """A model of another width: ValueError naming the GPT-2 tensor, the gptc parameter
     and both shapes; no parameter changes."""

@@ -208,6 +208,9 @@ const gptc_kernels gptc_kernels_neon = {
     .pack_bf16 = pack_bf16,
     .rows_f32 = rows_f32,
     .rows_bf16 = rows_bf16,
+    /* int8 in portable C until NEON kernels (sdot / vmull) are written */
+    .pack_int8 = gptc_generic_pack_int8,
+    .rows_int8 = gptc_generic_rows_int8,
     /* AVX2's crossing, whose GEMM tile is 6 x 16 too. Not measured on ARM64
      * hardware (here the kernels are only tested, under qemu): timing both
      * paths on GPT-2's weight shapes on such a machine would set it. */

@@ -142,6 +142,53 @@ static void rows_bf16(float *out, const float *x, const void *w, const float *bi
               dot_bf16);
 }
 
+/* ---- int8 weights ---- */
+static inline __attribute__((always_inline)) float int8_scale(gptc_int8_rows v, int r, int b)
+{
+    return gptc_bf16_to_f32(v.scales[(size_t)r * v.scale_stride + b]);
+}
+
+void gptc_generic_pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, int width,
+                            int len)
+{
+    for (int r = 0; r < rows; r++) {
+        const int8_t *q = src.values + (size_t)r * src.stride;
+        for (int p = 0; p < len; p++) {
+            dst[p * ld + r] = (float)q[p] * int8_scale(src, r, p / GPTC_INT8_BLOCK);
+        }
+    }
+    for (int r = rows; r < width; r++) {
+        for (int p = 0; p < len; p++) dst[p * ld + r] = 0.0f;
+    }
+}
+
+/* Block by block: the integer dot product, then its scales. */
+static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, int wrows, int K)
+{
+    float acc[ROWS_MR][ROWS_INT8_NR] = {{0}};
+    for (int b = 0, k = 0; k < K; b++, k += GPTC_INT8_BLOCK) {
+        const int len = K - k < GPTC_INT8_BLOCK ? K - k : GPTC_INT8_BLOCK;
+        for (int i = 0; i < rows; i++) {
+            const int8_t *xi = x.values + (size_t)i * x.stride + k;
+            for (int j = 0; j < wrows; j++) {
+                const int8_t *wj = w.values + (size_t)j * w.stride + k;
+                int32_t sum = 0;
+                for (int t = 0; t < len; t++) sum += xi[t] * wj[t];
+                acc[i][j] += (float)sum * (int8_scale(x, i, b) * int8_scale(w, j, b));
+            }
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < wrows; j++) res[i * ROWS_INT8_NR + j] = acc[i][j];
+    }
+}
+
+void gptc_generic_rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
+                            int M, int K, int N, int n0, int n1, int accumulate)
+{
+    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8);
+}
+
 /* ---- inference attention: 4-float vectors ---- */
 #define ATT_VEC 4
 #define ATT_TARGET
@@ -173,8 +220,10 @@ const gptc_kernels gptc_kernels_generic = {
     .tile = tile,
     .pack_f32 = pack_f32,
     .pack_bf16 = pack_bf16,
+    .pack_int8 = gptc_generic_pack_int8,
     .rows_f32 = rows_f32,
     .rows_bf16 = rows_bf16,
+    .rows_int8 = gptc_generic_rows_int8,
     .packed_min_rows = 8,
     .flash_task = att_flash_task,
     .fma_loop = fma_loop,

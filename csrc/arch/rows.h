@@ -1,7 +1,8 @@
 /*
- * rows.h - the loop of the few-rows product (gptc_rows_fn in kernels.h),
- * shared by the files of csrc/arch/: each gives it its own dot-product
- * tile and single dot product, for each weight type, and gets a kernel.
+ * rows.h - the loops of the few-rows products (gptc_rows_fn and
+ * gptc_rows_int8_fn in kernels.h), shared by the files of csrc/arch/: each
+ * gives them its own dot-product tile and single dot product, for each
+ * weight type, and gets a kernel.
  *
  * Each output is a dot product of an x row and a W row, both contiguous.
  * A tile of ROWS_MR x rows by ROWS_NR W rows loads each weight vector once
@@ -33,6 +34,16 @@ typedef void (*rows_tile_fn)(float *res, const float *x, const void *w, int K);
 /* x . w for one row of each. */
 typedef float (*rows_dot_fn)(const float *x, const void *w, int K);
 
+/* out[m * N + j] (= or +=) value + bias[j]: how every kernel stores. */
+static inline __attribute__((always_inline)) void rows_store(float *out, int N, int m, int j,
+                                                             float value, const float *bias,
+                                                             int accumulate)
+{
+    float *o = out + (size_t)m * N + j;
+    float v = value + (bias != NULL ? bias[j] : 0.0f);
+    *o = accumulate ? *o + v : v;
+}
+
 /* The kernel, with `tile` and `dot` compile-time constants at every call
  * site so that they are inlined; w_elem is the byte size of one weight. */
 static inline __attribute__((always_inline)) void rows_body(
@@ -41,12 +52,7 @@ static inline __attribute__((always_inline)) void rows_body(
 {
     const char *wb = (const char *)w;
     const size_t row_bytes = (size_t)K * w_elem;
-#define ROWS_STORE(m, j, value)                                        \
-    do {                                                               \
-        float *o_ = out + (size_t)(m) * N + (j);                       \
-        float v_ = (value) + (bias != NULL ? bias[(j)] : 0.0f);        \
-        *o_ = accumulate ? *o_ + v_ : v_;                              \
-    } while (0)
+#define ROWS_STORE(m, j, value) rows_store(out, N, (m), (j), (value), bias, accumulate)
     int n = n0;
     for (; n + ROWS_NR <= n1; n += ROWS_NR) {
         const char *wn = wb + (size_t)n * row_bytes;
@@ -70,6 +76,57 @@ static inline __attribute__((always_inline)) void rows_body(
         }
     }
 #undef ROWS_STORE
+}
+
+/* ---- int8 weights (gptc_rows_int8_fn): x quantised like W ---- */
+
+/* Row r of a view of int8 rows. */
+static inline __attribute__((always_inline)) gptc_int8_rows rows_int8_at(gptc_int8_rows v,
+                                                                         int r)
+{
+    v.values += (size_t)r * v.stride;
+    v.scales += (size_t)r * v.scale_stride;
+    return v;
+}
+
+/* The int8 tile: up to ROWS_MR x rows by ROWS_INT8_NR W rows, its own
+ * width (a file may define another before including this, at most
+ * GPTC_ROWS_MAX_NR): the integer steps hold more registers than the float
+ * ones. */
+#ifndef ROWS_INT8_NR
+#define ROWS_INT8_NR 2
+#endif
+_Static_assert(GPTC_ROWS_MAX_NR % ROWS_INT8_NR == 0, "the driver's column chunks hold whole tiles");
+
+/* res[i * ROWS_INT8_NR + j] = x_i . w_j for i < rows <= ROWS_MR x rows and
+ * j < wrows W rows of the views, wrows ROWS_INT8_NR or 1. */
+typedef void (*rows_int8_tile_fn)(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
+                                  int wrows, int K);
+
+/* The int8 kernel: the tile takes any number of rows up to ROWS_MR, so a
+ * decode step (one row) still loads each x block once for ROWS_INT8_NR W
+ * rows; W rows short of a tile (only at the end of W: the chunks hold
+ * whole tiles) go one at a time. */
+static inline __attribute__((always_inline)) void rows_int8_body(
+    float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int M, int K, int N,
+    int n0, int n1, int accumulate, rows_int8_tile_fn tile)
+{
+    for (int n = n0; n < n1;) {
+        const int wrows = n1 - n >= ROWS_INT8_NR ? ROWS_INT8_NR : 1;
+        const gptc_int8_rows wn = rows_int8_at(w, n);
+        for (int m = 0; m < M; m += ROWS_MR) {
+            const int rows = M - m < ROWS_MR ? M - m : ROWS_MR;
+            float res[ROWS_MR * ROWS_INT8_NR];
+            tile(res, rows_int8_at(x, m), wn, rows, wrows, K);
+            for (int i = 0; i < rows; i++) {
+                for (int j = 0; j < wrows; j++) {
+                    rows_store(out, N, m + i, n + j, res[i * ROWS_INT8_NR + j], bias,
+                               accumulate);
+                }
+            }
+        }
+        n += wrows;
+    }
 }
 
 #endif /* GPTC_ARCH_ROWS_H */

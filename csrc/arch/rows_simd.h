@@ -50,6 +50,20 @@ TARGET static inline vf bf16_load_part(const void *w, size_t i, int n)
     return vf_load_bf16(tmp);
 }
 
+/* The loads of the packing transposes: values p .. p + n - 1 of row `row`
+ * of a float32 or bfloat16 matrix with rows `stride` elements apart. */
+typedef vf (*pack_load_fn)(const void *src, ptrdiff_t stride, int row, int p, int n);
+
+TARGET static inline vf f32_pack_load(const void *src, ptrdiff_t stride, int row, int p, int n)
+{
+    return f32_load_part(src, (size_t)(row * stride + p), n);
+}
+
+TARGET static inline vf bf16_pack_load(const void *src, ptrdiff_t stride, int row, int p, int n)
+{
+    return bf16_load_part(src, (size_t)(row * stride + p), n);
+}
+
 /* Four independent sums: one chain of dependent multiply-adds would wait
  * out the FMA latency at every step, and in a decode step nothing else
  * hides that wait. */

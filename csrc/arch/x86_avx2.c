@@ -4,7 +4,8 @@
  *
  * Every function carries the target attribute, so this file compiles in
  * the default (baseline x86-64) build and runs only after isa.c has seen
- * AVX2 and FMA on the CPU. Ragged edges use masked loads and stores, which
+ * AVX2 and FMA on the CPU (and AVX-VNNI for the int8 products of the
+ * avx2_vnni table). Ragged edges use masked loads and stores, which
  * never touch memory outside the mask: every kernel is tested with its
  * operands ending at a guard page.
  */
@@ -16,6 +17,8 @@
 #include <string.h>
 
 #define TARGET __attribute__((target("avx2,fma")))
+/* the int8 products of the avx2_vnni table */
+#define TARGET_VNNI __attribute__((target("avx2,fma,avxvnni")))
 
 /* lanes 0 .. n - 1 set */
 TARGET static inline __m256i lane_mask(int n)
@@ -56,6 +59,62 @@ TARGET static inline vf vf_add(vf a, vf b) { return _mm256_add_ps(a, b); }
 TARGET static inline float vf_hsum(vf v) { return hsum(v); }
 
 #include "rows_simd.h"
+
+/* ---- the integer mapping of rows_int8_simd.h: one block per vector ---- */
+#define QV_BLOCKS 1
+typedef __m256i qv;
+
+TARGET static inline qv qv_load(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+TARGET static inline qv qv_load_part(const int8_t *p, int n)
+{
+    int8_t tmp[32] = {0};
+    memcpy(tmp, p, (size_t)n);
+    return qv_load(tmp);
+}
+TARGET static inline qv qv_abs(qv x) { return _mm256_abs_epi8(x); }
+TARGET static inline qv qv_signed(qv w, qv x) { return _mm256_sign_epi8(w, x); }
+TARGET static inline vf vf_from_i32(qv v) { return _mm256_cvtepi32_ps(v); }
+TARGET static inline vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
+TARGET static inline vf vf_set1(float f) { return _mm256_set1_ps(f); }
+TARGET static inline vf vf_load_scales(const uint16_t *p, int n)
+{
+    return n == 8 ? vf_load_bf16(p) : bf16_load_part(p, 0, n);
+}
+/* kept in memory: a broadcast from there is a load, no shuffle */
+typedef struct {
+    float f[8];
+} block_scales;
+TARGET static inline block_scales block_scales_of(vf v)
+{
+    block_scales t;
+    _mm256_storeu_ps(t.f, v);
+    return t;
+}
+TARGET static inline vf vf_block_scales(const block_scales *t, int s)
+{
+    return _mm256_broadcast_ss(&t->f[s]);
+}
+TARGET static inline vf vf_widen_int8(const int8_t *p, int n)
+{
+    int8_t tmp[8] = {0};
+    if (n < 8) memcpy(tmp, p, (size_t)n);
+    __m128i v = _mm_loadl_epi64((const __m128i *)(n < 8 ? tmp : p));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v));
+}
+
+/* The int8 dot products: vpmaddubsw (pairs, 16 bits) then vpmaddwd by
+ * ones (pairs of those, 32 bits); or AVX-VNNI's vpdpbusd, both in one. */
+TARGET static inline __attribute__((always_inline)) qv dot_maddubs(qv u, qv s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+TARGET_VNNI static inline __attribute__((always_inline)) qv dot_vnni(qv u, qv s)
+{
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+}
+
+#include "rows_int8_simd.h"
 
 /* ---- packed GEMM: a 6 x 16 tile, twelve accumulators + two B vectors +
  * one broadcast of the sixteen registers. The accumulators are named
@@ -141,14 +200,14 @@ TARGET static inline void transpose8_store(__m256 r[8], float *dst, ptrdiff_t ld
 
 TARGET static inline __attribute__((always_inline)) void pack_body(
     float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride, int rows, int width, int len,
-    w_load_part_fn load_part)
+    pack_load_fn load)
 {
     const __m256i store_mask = lane_mask(width);
     for (int p = 0; p < len; p += 8) {
         int n = len - p < 8 ? len - p : 8;
         __m256 r[8];
         for (int i = 0; i < 8; i++) {
-            r[i] = i < rows ? load_part(src, (size_t)(i * stride + p), n) : _mm256_setzero_ps();
+            r[i] = i < rows ? load(src, stride, i, p, n) : _mm256_setzero_ps();
         }
         transpose8_store(r, dst + p * ld, ld, n, store_mask);
     }
@@ -157,13 +216,19 @@ TARGET static inline __attribute__((always_inline)) void pack_body(
 TARGET static void pack_f32(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride,
                             int rows, int width, int len)
 {
-    pack_body(dst, ld, src, stride, rows, width, len, f32_load_part);
+    pack_body(dst, ld, src, stride, rows, width, len, f32_pack_load);
 }
 
 TARGET static void pack_bf16(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride,
                              int rows, int width, int len)
 {
-    pack_body(dst, ld, src, stride, rows, width, len, bf16_load_part);
+    pack_body(dst, ld, src, stride, rows, width, len, bf16_pack_load);
+}
+
+TARGET static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, int width,
+                             int len)
+{
+    pack_body(dst, ld, &src, 0, rows, width, len, int8_pack_load);
 }
 
 /* ---- inference attention: 8-float vectors ---- */
@@ -186,20 +251,33 @@ TARGET static float fma_loop(long iterations)
     return hsum(s);
 }
 
+/* Everything but the name and the int8 products, which the two tables of
+ * this file share. */
+#define AVX2_KERNELS                                 \
+    .mr = MR,                                        \
+    .nr = NR,                                        \
+    .pack_width = 8,                                 \
+    .tile = tile,                                    \
+    .pack_f32 = pack_f32,                            \
+    .pack_bf16 = pack_bf16,                          \
+    .pack_int8 = pack_int8,                          \
+    .rows_f32 = rows_f32,                            \
+    .rows_bf16 = rows_bf16,                          \
+    .packed_min_rows = 16,                           \
+    .flash_task = att_flash_task,                    \
+    .fma_loop = fma_loop,                            \
+    .fma_flops_per_iteration = 12 * 8 * 2
+
 const gptc_kernels gptc_kernels_avx2 = {
     .name = "avx2",
-    .mr = MR,
-    .nr = NR,
-    .pack_width = 8,
-    .tile = tile,
-    .pack_f32 = pack_f32,
-    .pack_bf16 = pack_bf16,
-    .rows_f32 = rows_f32,
-    .rows_bf16 = rows_bf16,
-    .packed_min_rows = 16,
-    .flash_task = att_flash_task,
-    .fma_loop = fma_loop,
-    .fma_flops_per_iteration = 12 * 8 * 2,
+    AVX2_KERNELS,
+    .rows_int8 = rows_int8,
+};
+
+const gptc_kernels gptc_kernels_avx2_vnni = {
+    .name = "avx2_vnni",
+    AVX2_KERNELS,
+    .rows_int8 = rows_int8_vnni,
 };
 
 #endif /* GPTC_HAVE_X86_KERNELS */

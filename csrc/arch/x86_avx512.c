@@ -1,10 +1,12 @@
 /*
- * x86_avx512.c - the kernels in AVX-512F intrinsics (Intel Skylake-SP and
- * later Xeons, Ice Lake and later, AMD Zen 4): 32 registers of 16 floats.
+ * x86_avx512.c - the kernels in AVX-512F and BW intrinsics (Intel
+ * Skylake-SP and later Xeons, Ice Lake and later, AMD Zen 4): 32 registers
+ * of 16 floats.
  *
  * Every function carries the target attribute, so this file compiles in
  * the default (baseline x86-64) build and runs only after isa.c has seen
- * AVX-512F on the CPU. Ragged edges use masked loads and stores, which
+ * AVX-512F and BW on the CPU (and AVX512-VNNI for the int8 products of the
+ * avx512_vnni table). Ragged edges use masked loads and stores, which
  * never touch memory outside the mask: every kernel is tested with its
  * operands ending at a guard page.
  */
@@ -15,7 +17,9 @@
 #include <immintrin.h>
 #include <string.h>
 
-#define TARGET __attribute__((target("avx512f,avx2,fma")))
+#define TARGET __attribute__((target("avx512f,avx512bw,avx2,fma")))
+/* the int8 products of the avx512_vnni table */
+#define TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
 
 /* lanes 0 .. n - 1 set, for 0 <= n <= 16 */
 TARGET static inline __mmask16 lane_mask(int n)
@@ -51,6 +55,68 @@ TARGET static inline float vf_hsum(vf v) { return _mm512_reduce_add_ps(v); }
  * 32 registers */
 #define ROWS_NR 4
 #include "rows_simd.h"
+
+/* ---- the integer mapping of rows_int8_simd.h: two blocks per vector ---- */
+#define QV_BLOCKS 2
+typedef __m512i qv;
+
+TARGET static inline qv qv_load(const int8_t *p) { return _mm512_loadu_si512(p); }
+TARGET static inline qv qv_load_part(const int8_t *p, int n)
+{
+    /* the masked bytes are never read (n < 64) */
+    return _mm512_maskz_loadu_epi8((__mmask64)((1ull << n) - 1u), p);
+}
+TARGET static inline qv qv_abs(qv x) { return _mm512_abs_epi8(x); }
+/* AVX-512 has no vpsignb: subtract from zero where x is negative (where x
+ * is zero |x| is too, so w need not be zeroed) */
+TARGET static inline qv qv_signed(qv w, qv x)
+{
+    return _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(x), _mm512_setzero_si512(), w);
+}
+TARGET static inline vf vf_from_i32(qv v) { return _mm512_cvtepi32_ps(v); }
+TARGET static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
+TARGET static inline vf vf_set1(float f) { return _mm512_set1_ps(f); }
+TARGET static inline vf vf_load_scales(const uint16_t *p, int n)
+{
+    /* masked, not copied: a copy's store would stall the load after it */
+    __m512i h = _mm512_maskz_loadu_epi16((__mmask32)((1u << n) - 1u), p);
+    return widen_bf16x16(_mm512_castsi512_si256(h));
+}
+/* kept in a register: two blocks' scales per step come from one permute */
+typedef struct {
+    __m512 v;
+} block_scales;
+TARGET static inline block_scales block_scales_of(vf v)
+{
+    block_scales t = {v};
+    return t;
+}
+TARGET static inline vf vf_block_scales(const block_scales *t, int s)
+{
+    const __m512i halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
+    return _mm512_permutexvar_ps(_mm512_add_epi32(halves, _mm512_set1_epi32(2 * s)), t->v);
+}
+TARGET static inline vf vf_widen_int8(const int8_t *p, int n)
+{
+    int8_t tmp[16] = {0};
+    if (n < 16) memcpy(tmp, p, (size_t)n);
+    __m128i v = _mm_loadu_si128((const __m128i *)(n < 16 ? tmp : p));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v));
+}
+
+/* The int8 dot products: vpmaddubsw (pairs, 16 bits) then vpmaddwd by
+ * ones (pairs of those, 32 bits); or AVX512-VNNI's vpdpbusd, both in one. */
+TARGET static inline __attribute__((always_inline)) qv dot_maddubs(qv u, qv s)
+{
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+}
+
+TARGET_VNNI static inline __attribute__((always_inline)) qv dot_vnni(qv u, qv s)
+{
+    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
+}
+
+#include "rows_int8_simd.h"
 
 /* ---- packed GEMM: a 12 x 32 tile, twenty-four accumulators + two B
  * vectors + one broadcast of the thirty-two registers ---- */
@@ -122,14 +188,14 @@ TARGET static inline void transpose16_store(__m512 r[16], float *dst, ptrdiff_t 
 
 TARGET static inline __attribute__((always_inline)) void pack_body(
     float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride, int rows, int width, int len,
-    w_load_part_fn load_part)
+    pack_load_fn load)
 {
     const __mmask16 store_mask = lane_mask(width);
     for (int p = 0; p < len; p += 16) {
         int n = len - p < 16 ? len - p : 16;
         __m512 r[16];
         for (int i = 0; i < 16; i++) {
-            r[i] = i < rows ? load_part(src, (size_t)(i * stride + p), n) : _mm512_setzero_ps();
+            r[i] = i < rows ? load(src, stride, i, p, n) : _mm512_setzero_ps();
         }
         transpose16_store(r, dst + p * ld, ld, n, store_mask);
     }
@@ -138,13 +204,19 @@ TARGET static inline __attribute__((always_inline)) void pack_body(
 TARGET static void pack_f32(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride,
                             int rows, int width, int len)
 {
-    pack_body(dst, ld, src, stride, rows, width, len, f32_load_part);
+    pack_body(dst, ld, src, stride, rows, width, len, f32_pack_load);
 }
 
 TARGET static void pack_bf16(float *dst, ptrdiff_t ld, const void *src, ptrdiff_t stride,
                              int rows, int width, int len)
 {
-    pack_body(dst, ld, src, stride, rows, width, len, bf16_load_part);
+    pack_body(dst, ld, src, stride, rows, width, len, bf16_pack_load);
+}
+
+TARGET static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, int width,
+                             int len)
+{
+    pack_body(dst, ld, &src, 0, rows, width, len, int8_pack_load);
 }
 
 /* ---- inference attention: 16-float vectors ---- */
@@ -166,20 +238,33 @@ TARGET static float fma_loop(long iterations)
     return _mm512_reduce_add_ps(s);
 }
 
+/* Everything but the name and the int8 products, which the two tables of
+ * this file share. */
+#define AVX512_KERNELS                               \
+    .mr = MR,                                        \
+    .nr = NR,                                        \
+    .pack_width = 16,                                \
+    .tile = tile,                                    \
+    .pack_f32 = pack_f32,                            \
+    .pack_bf16 = pack_bf16,                          \
+    .pack_int8 = pack_int8,                          \
+    .rows_f32 = rows_f32,                            \
+    .rows_bf16 = rows_bf16,                          \
+    .packed_min_rows = 20,                           \
+    .flash_task = att_flash_task,                    \
+    .fma_loop = fma_loop,                            \
+    .fma_flops_per_iteration = 16 * 16 * 2
+
 const gptc_kernels gptc_kernels_avx512 = {
     .name = "avx512",
-    .mr = MR,
-    .nr = NR,
-    .pack_width = 16,
-    .tile = tile,
-    .pack_f32 = pack_f32,
-    .pack_bf16 = pack_bf16,
-    .rows_f32 = rows_f32,
-    .rows_bf16 = rows_bf16,
-    .packed_min_rows = 20,
-    .flash_task = att_flash_task,
-    .fma_loop = fma_loop,
-    .fma_flops_per_iteration = 16 * 16 * 2,
+    AVX512_KERNELS,
+    .rows_int8 = rows_int8,
+};
+
+const gptc_kernels gptc_kernels_avx512_vnni = {
+    .name = "avx512_vnni",
+    AVX512_KERNELS,
+    .rows_int8 = rows_int8_vnni,
 };
 
 #endif /* GPTC_HAVE_X86_KERNELS */

@@ -10,6 +10,7 @@
 #include "args.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -49,7 +50,8 @@ int check_ndim(const array_arg *a, int ndim)
     return -1;
 }
 
-/* The dtypes a Linear weight may be stored in, and their name in messages. */
+/* The dtypes a Linear weight may be stored in as one array, and their name
+ * in messages (an int8 weight is a pair of arrays: to_int8_weight). */
 static int is_weight_type(int typenum)
 {
     return typenum == NPY_FLOAT32 || typenum == NPY_UINT16;
@@ -126,14 +128,52 @@ int to_int64(PyObject *obj, void *ptr)
     return a->array != NULL;
 }
 
+static int is_int8(int typenum) { return typenum == NPY_INT8; }
+static int is_uint16(int typenum) { return typenum == NPY_UINT16; }
+
+/* The int8 weight of Module.to_dtype("int8"), the pair (values, scales) that
+ * gptc._C.to_int8 returns: values int8 [N, K], scales uint16 (bfloat16
+ * bits) [N, gptc_int8_blocks(K)]. */
+static int to_int8_weight(PyObject *obj, weight_arg *w)
+{
+    char part[200];
+    if (PyTuple_GET_SIZE(obj) != 2) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be an int8 weight (values, scales), a tuple of 2 arrays, got a "
+                     "tuple of %zd items", w->name, PyTuple_GET_SIZE(obj));
+        return 0;
+    }
+    snprintf(part, sizeof(part), "%s values", w->name);
+    PyArrayObject *q = checked_array(PyTuple_GET_ITEM(obj, 0), part, is_int8, "int8", 2);
+    if (q == NULL) return 0;
+    snprintf(part, sizeof(part), "%s scales", w->name);
+    array_arg d = {part, 2, checked_array(PyTuple_GET_ITEM(obj, 1), part, is_uint16,
+                                          "uint16 (bfloat16 bits)", 2)};
+    if (d.array == NULL || !fits_int(PyArray_DIM(q, 1), "in_features")) return 0;
+    npy_intp want[2] = {PyArray_DIM(q, 0), gptc_int8_blocks((int)PyArray_DIM(q, 1))};
+    if (check_shape(&d, 2, want) < 0) return 0;
+    w->array = q;
+    w->scales = d.array;
+    w->weight = (gptc_weight){PyArray_DATA(q), GPTC_INT8, (const uint16_t *)PyArray_DATA(d.array)};
+    return 1;
+}
+
 int to_weight(PyObject *obj, void *ptr)
 {
     weight_arg *w = ptr;
+    w->array = w->scales = NULL;
+    if (PyTuple_Check(obj)) return to_int8_weight(obj, w);
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be a " WEIGHT_TYPES_NAME " NumPy array, or an int8 weight "
+                     "(values, scales) from to_int8, got %s", w->name, Py_TYPE(obj)->tp_name);
+        return 0;
+    }
     w->array = checked_array(obj, w->name, is_weight_type, WEIGHT_TYPES_NAME, 2);
     if (w->array == NULL) return 0;
     w->weight = (gptc_weight){PyArray_DATA(w->array),
                               PyArray_TYPE(w->array) == NPY_UINT16 ? GPTC_BFLOAT16
-                                                                   : GPTC_FLOAT32};
+                                                                   : GPTC_FLOAT32, NULL};
     return 1;
 }
 

@@ -39,14 +39,16 @@ typedef struct array_arg {
 } array_arg;
 #define ARRAY_ARG(name, ndim) {(name), (ndim), NULL}
 
-/* A Linear weight as the model stores it (Module.to_dtype): float32, or
- * uint16 holding the bfloat16 bits. Always 2-D, [out_features, in_features]. */
+/* A Linear weight as the model stores it (Module.to_dtype): float32, uint16
+ * holding the bfloat16 bits, or the int8 pair (values, scales) of to_int8.
+ * array is always 2-D, [out_features, in_features] (the int8 values). */
 typedef struct weight_arg {
     const char *name;
     PyArrayObject *array;
+    PyArrayObject *scales;   /* the int8 scales, else NULL */
     gptc_weight weight;
 } weight_arg;
-#define WEIGHT_ARG(name) {(name), NULL, {NULL, GPTC_FLOAT32}}
+#define WEIGHT_ARG(name) {(name), NULL, NULL, {NULL, GPTC_FLOAT32, NULL}}
 
 /* A named number: a probability, a positive eps, or a flag. */
 typedef struct number_arg {

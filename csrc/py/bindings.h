@@ -19,6 +19,7 @@ PyObject *py_random_int64(PyObject *self, PyObject *generator);
 PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *py_linear_backward(PyObject *self, PyObject *args);
 PyObject *py_to_bfloat16(PyObject *self, PyObject *array);
+PyObject *py_to_int8(PyObject *self, PyObject *array);
 PyObject *py_layer_norm(PyObject *self, PyObject *args);
 PyObject *py_layer_norm_backward(PyObject *self, PyObject *args);
 PyObject *py_gelu(PyObject *self, PyObject *input);

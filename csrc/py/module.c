@@ -24,13 +24,18 @@ static PyMethodDef module_methods[] = {
     {"linear", FN(py_linear), METH_VARARGS | METH_KEYWORDS,
      "linear(input, weight, bias_or_None, *, gelu=False, out=None): input . weight^T + bias, "
      "then GELU if gelu; with out, out += input . weight^T + bias and out is returned. "
-     "weight is float32, or uint16 bfloat16 bits (from to_bfloat16), widened as read"},
+     "weight is float32, uint16 bfloat16 bits (from to_bfloat16), widened as read, or an "
+     "int8 pair (values, scales) from to_int8"},
     {"linear_backward", py_linear_backward, METH_VARARGS,
      "linear_backward(dout, inp, weight, dinp, dweight, dbias): accumulate into the "
      "gradient arrays given (None: not needed)"},
     {"to_bfloat16", py_to_bfloat16, METH_O,
      "to_bfloat16(float32 array): uint16 array of the values rounded to bfloat16 "
      "(nearest even)"},
+    {"to_int8", py_to_int8, METH_O,
+     "to_int8(float32 array) -> (values, scales): each block of 32 along the last axis "
+     "(fewer at its end) as int8 values q = round(x / d) and the scale d = max |x| / 127, "
+     "bfloat16 bits in uint16 (both rounded to nearest even; q clamped to [-127, 127])"},
     {"layer_norm", py_layer_norm, METH_VARARGS, "layer_norm(input, scale, shift, eps)"},
     {"layer_norm_backward", py_layer_norm_backward, METH_VARARGS,
      "layer_norm_backward(dout, inp, scale, eps, dinp, dscale, dshift)"},

@@ -59,7 +59,7 @@ PyObject *py_multihead_attention(PyObject *self, PyObject *args)
     PyObject *weights = copy_weights(mapping);
     if (weights == NULL) return NULL;
     PyArrayObject *out = NULL;
-    /* the sizes come from W_query.weight, float32 or its bfloat16 copy */
+    /* the sizes come from W_query.weight, float32 or its bfloat16 or int8 copy */
     PyArrayObject *wq = weights_linear_array(weights, "", "W_query.weight");
     if (wq == NULL) goto done;
     npy_intp B, T, d_in = PyArray_DIM(wq, 1), d_out = PyArray_DIM(wq, 0);

@@ -52,9 +52,9 @@ PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs)
                             "combined with out= (which accumulates)");
             return NULL;
         }
-        array_arg weight = {w.name, 2, w.array};
-        const array_arg *outs[] = {&out}, *ins[] = {&x, &weight};
-        if (check_shape(&out, nd, dims) < 0 || check_disjoint(outs, 1, ins, 2, 0) < 0)
+        array_arg weight = {w.name, 2, w.array}, scales = {"weight scales", 2, w.scales};
+        const array_arg *outs[] = {&out}, *ins[] = {&x, &weight, &scales};
+        if (check_shape(&out, nd, dims) < 0 || check_disjoint(outs, 1, ins, 3, 0) < 0)
             return NULL;
         Py_INCREF(out.array);
     } else {
@@ -112,6 +112,34 @@ PyObject *py_to_bfloat16(PyObject *self, PyObject *arg)
     gptc_f32_to_bf16((uint16_t *)PyArray_DATA(out), data_of(&x), (size_t)PyArray_SIZE(x.array));
     Py_END_ALLOW_THREADS
     return (PyObject *)out;
+}
+
+/* to_int8(array) -> (values, scales): the float32 values (the last axis a
+ * row) as int8 blocks, the pair linear takes as an int8 weight: values int8
+ * of the same shape, scales uint16 (bfloat16 bits) whose last axis is
+ * gptc_int8_blocks(K) long. */
+PyObject *py_to_int8(PyObject *self, PyObject *arg)
+{
+    array_arg x = ARRAY_ARG("input", ANY_NDIM);
+    npy_intp rows, K;
+    if (!to_f32(arg, &x) || rows_and_width(x.array, "input", &rows, &K) < 0) return NULL;
+    int nd = PyArray_NDIM(x.array);
+    npy_intp dims[NPY_MAXDIMS];
+    memcpy(dims, PyArray_DIMS(x.array), nd * sizeof(npy_intp));
+    PyObject *values = PyArray_SimpleNew(nd, dims, NPY_INT8);
+    dims[nd - 1] = gptc_int8_blocks((int)K);
+    PyObject *scales = values == NULL ? NULL : PyArray_SimpleNew(nd, dims, NPY_UINT16);
+    PyObject *pair = scales == NULL ? NULL : PyTuple_Pack(2, values, scales);
+    if (pair != NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        gptc_quantize_int8((int8_t *)PyArray_DATA((PyArrayObject *)values),
+                           (uint16_t *)PyArray_DATA((PyArrayObject *)scales), data_of(&x),
+                           (size_t)rows, (int)K, K);
+        Py_END_ALLOW_THREADS
+    }
+    Py_XDECREF(values);
+    Py_XDECREF(scales);
+    return pair;
 }
 
 /* ------------------------------------------------------------------------

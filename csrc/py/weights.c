@@ -3,8 +3,8 @@
  *
  * GPTModel and MultiHeadAttention hand C a dict from the book's keys
  * ("trf_blocks.0.att.W_query.weight", ...) to the arrays C reads: the
- * parameters, a Linear weight as it is stored (the float32 parameter or its
- * bfloat16 copy), and the few numbers of the modules under the names of
+ * parameters, a Linear weight as it is stored (the float32 parameter, its
+ * bfloat16 copy or its int8 pair), and the few numbers of the modules under the names of
  * their attributes ("trf_blocks.0.norm1.eps", "drop_emb.p"). Every error
  * names the key.
  */

@@ -3,9 +3,9 @@ from .gpt import (DummyGPTModel, DummyLayerNorm, DummyTransformerBlock, FeedForw
                   GPTModel, MultiHeadAttention, TransformerBlock)
 from . import functional, utils
 from .layers import GELU, Dropout, Embedding, LayerNorm, Linear, MSELoss, ReLU
-from .module import Module, ModuleList, Parameter, Sequential
+from .module import Int8Weight, Module, ModuleList, Parameter, Sequential
 
 __all__ = ["Module", "Parameter", "Sequential", "ModuleList", "Linear", "Embedding", "Dropout",
            "ReLU", "GELU", "LayerNorm", "FeedForward", "MultiHeadAttention", "TransformerBlock",
            "GPTModel", "DummyGPTModel", "DummyTransformerBlock", "DummyLayerNorm", "MSELoss",
-           "functional", "utils"]
+           "Int8Weight", "functional", "utils"]

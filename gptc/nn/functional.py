@@ -26,17 +26,18 @@ def _zeros_if(needed, like):
 
 def linear(input, weight, bias=None):
     """``input @ weight.T + bias`` (csrc/matmul.c); with a weight kept in
-    bfloat16 (``Module.to_dtype``), the product reads those bits."""
+    bfloat16 or int8 (``Module.to_dtype``), the product reads that copy."""
     x = as_float32(data_of(input))
-    weight_bf16 = getattr(weight, "bfloat16", None)
-    if weight_bf16 is not None:
-        out = _C.linear(x, weight_bf16, bias)
+    copy = getattr(weight, "inference_copy", None)
+    if copy is not None:
+        out = _C.linear(x, copy, bias)
         if not recording(input, weight, bias):
             return out
+        dtype = weight.inference_dtype
 
         def inference_only(dout):
-            raise RuntimeError("this Linear layer's weight is stored in bfloat16 for "
-                               "inference (to_dtype('bfloat16')); call to_dtype('float32') "
+            raise RuntimeError(f"this Linear layer's weight is stored in {dtype} for "
+                               f"inference (to_dtype({dtype!r})); call to_dtype('float32') "
                                "before computing gradients")
         return Tensor(out, parents=(input,), backward=inference_only, op="LinearBackward")
     out = _C.linear(x, weight, bias)

@@ -52,9 +52,10 @@ def _dropout_p(dropout):
 
 
 def _stored(weight):
-    """What the C forward reads for a Linear weight: its bfloat16 copy after
-    ``to_dtype("bfloat16")`` (uint16 bits), else the float32 parameter."""
-    return weight if weight.bfloat16 is None else weight.bfloat16
+    """What the C forward reads for a Linear weight: its copy after
+    ``to_dtype("bfloat16")`` (uint16 bits) or ``to_dtype("int8")`` (an
+    Int8Weight), else the float32 parameter."""
+    return weight if weight.inference_copy is None else weight.inference_copy
 
 
 def _c_weights(module):

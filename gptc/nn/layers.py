@@ -15,7 +15,7 @@ from .. import _C
 from ..config import check_probability
 from ..random import default_generator
 from . import functional as F
-from .module import Module, Parameter
+from .module import Int8Weight, Module, Parameter
 from .utils import init_skipped
 
 __all__ = ["Linear", "Embedding", "Dropout", "ReLU", "GELU", "LayerNorm", "MSELoss"]
@@ -71,20 +71,24 @@ class Linear(Module):
         return F.linear(x, self.weight, self.bias)
 
     def _store_weights_as(self, dtype):
-        # Module.to_dtype: the bfloat16 copy C reads instead of the weight,
-        # which stays read-only meanwhile so that the two cannot disagree.
+        # Module.to_dtype: the bfloat16 or int8 copy C reads instead of the
+        # weight, which stays read-only meanwhile so that the two cannot disagree.
         weight = self.weight
-        if dtype == "bfloat16" and weight.bfloat16 is None:
-            weight.bfloat16 = _C.to_bfloat16(np.ascontiguousarray(weight))
-            weight.flags.writeable = False
-        elif dtype == "float32" and weight.bfloat16 is not None:
-            weight.bfloat16 = None
-            weight.flags.writeable = True
+        if weight.inference_dtype == dtype:
+            return
+        copy = None
+        if dtype != "float32":
+            flat = np.ascontiguousarray(weight)
+            copy = _C.to_bfloat16(flat) if dtype == "bfloat16" else Int8Weight(*_C.to_int8(flat))
+        weight.inference_copy = copy
+        weight.inference_dtype = dtype
+        weight.flags.writeable = dtype == "float32"
 
     def extra_repr(self):
         text = (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
-        return text + (", weight_dtype=bfloat16" if self.weight.bfloat16 is not None else "")
+        dtype = self.weight.inference_dtype
+        return text + (f", weight_dtype={dtype}" if dtype != "float32" else "")
 
 
 class Embedding(Module):

@@ -13,7 +13,7 @@ import numpy as np
 
 from .hooks import add_hook, call_with_hooks
 
-__all__ = ["Parameter", "Module", "Sequential", "ModuleList"]
+__all__ = ["Parameter", "Module", "Sequential", "ModuleList", "Int8Weight"]
 
 
 class Parameter(np.ndarray):
@@ -34,9 +34,22 @@ class Parameter(np.ndarray):
     grad = None
     #: Whether backward() computes a gradient for this parameter.
     requires_grad = True
-    #: The weight rounded to bfloat16 (a uint16 array of the bits) that
-    #: inference reads after ``Module.to_dtype("bfloat16")``, else None.
-    bfloat16 = None
+    #: The copy of a Linear weight that inference reads after ``Module.to_dtype``,
+    #: else None: the weight rounded to bfloat16 (a uint16 array of the bits) for
+    #: ``"bfloat16"``, an ``Int8Weight`` for ``"int8"``.
+    inference_copy = None
+    #: What inference reads: ``"float32"`` (the parameter itself), ``"bfloat16"`` or ``"int8"``.
+    inference_dtype = "float32"
+
+    @property
+    def bfloat16(self):
+        """The bfloat16 copy (uint16 bits) after ``to_dtype("bfloat16")``, else None."""
+        return self.inference_copy if self.inference_dtype == "bfloat16" else None
+
+    @property
+    def int8(self):
+        """The ``Int8Weight`` after ``to_dtype("int8")``, else None."""
+        return self.inference_copy if self.inference_dtype == "int8" else None
 
     def numel(self):
         """Number of elements, as ``torch.Tensor.numel``."""
@@ -78,6 +91,29 @@ def _checked_parameter(param, name):
 
 
 _IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
+
+
+class Int8Weight(namedtuple("Int8Weight", ["values", "scales"])):
+    """A Linear weight (out_features, in_features) in int8 blocks, as
+    ``Module.to_dtype("int8")`` keeps it (gptc._C.to_int8 makes it).
+
+    Each row is cut into blocks of 32 consecutive input features (the last
+    one shorter when in_features is not a multiple of 32); a block is stored
+    as int8 ``values`` q (same shape as the weight) and one ``scales`` entry d
+    (out_features, ceil(in_features / 32)), the bfloat16 bits of d as uint16:
+    d = max |w| / 127 and q = w / d, both rounded to nearest even. The weight
+    it stands for is q * d.
+    """
+
+    __slots__ = ()
+
+    @property
+    def nbytes(self):
+        """Bytes of the values and the scales: 1.0625 per weight (blocks of 32)."""
+        return self.values.nbytes + self.scales.nbytes
+
+
+_INFERENCE_DTYPES = ("float32", "bfloat16", "int8")
 
 
 def _shape_of(value):
@@ -309,11 +345,12 @@ class Module:
             raise KeyError(f"error loading state_dict into {type(self).__name__}: "
                            + "; ".join(parts))
 
-        bf16 = [key for key, _, _, target in entries
-                if key in state_dict and getattr(target, "bfloat16", None) is not None]
-        if bf16:
-            raise RuntimeError(f"{bf16[0]!r} is stored in bfloat16 for inference "
-                               "(to_dtype('bfloat16')); call to_dtype('float32') before "
+        copied = [(key, target.inference_dtype) for key, _, _, target in entries
+                  if key in state_dict and getattr(target, "inference_copy", None) is not None]
+        if copied:
+            key, dtype = copied[0]
+            raise RuntimeError(f"{key!r} is stored in {dtype} for inference "
+                               f"(to_dtype({dtype!r})); call to_dtype('float32') before "
                                "loading a state dict")
 
         # Check everything before copying anything.
@@ -365,20 +402,27 @@ class Module:
         return self.train(False)
 
     def to_dtype(self, dtype):
-        """Store the weights of every Linear layer in ``"bfloat16"`` for
-        inference, or go back to ``"float32"``; returns the module.
+        """Store the weights of every Linear layer (the output head included) in
+        ``"bfloat16"`` or ``"int8"`` for inference, or go back to ``"float32"``;
+        returns the module.
 
-        bfloat16 halves the bytes a forward pass reads (a one-token decode
-        step reads every weight once, so it is bound by memory bandwidth).
-        The products still accumulate in float32. The float32 parameters are
-        kept, so ``state_dict()`` and parameter counts are unchanged, but
-        they become read-only while the bfloat16 copies are in use: the two
-        can never disagree. Loading a state dict, or a backward pass through
-        a bfloat16 layer, raises an error that says to call
-        ``to_dtype("float32")`` first.
+        A one-token decode step reads every weight once, so it is bound by
+        memory bandwidth: bfloat16 halves the bytes it reads, int8 (blocks of
+        32 values with a bfloat16 scale each, ``Int8Weight``: 1.0625 bytes a
+        weight) takes them to about a quarter. Products accumulate in float32;
+        with int8, a few rows (decode) are quantised the same way and
+        multiplied in integers, many rows (a prompt) multiply the widened
+        weights in float32.
+
+        The float32 parameters are kept, so ``state_dict()`` and parameter
+        counts are unchanged, but they become read-only while the copies are
+        in use: the two can never disagree. Loading a state dict, or a
+        backward pass through such a layer, raises an error that says to call
+        ``to_dtype("float32")`` first. A weight shared with an Embedding
+        (``tie_weights``) gets its copy for the output head only.
         """
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
+        if dtype not in _INFERENCE_DTYPES:
+            raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'int8', got {dtype!r}")
         for module in self.modules():
             module._store_weights_as(dtype)
         return self

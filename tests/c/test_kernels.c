@@ -3,7 +3,8 @@
  * this build has and this CPU runs, against plain double-precision
  * references, with no Python: so that the NEON kernels can be tested on an
  * x86 machine, cross-compiled and run under qemu-aarch64 (.ci/cross-aarch64),
- * and the x86 ones natively (.ci/run).
+ * and the x86 ones natively (.ci/run). The int8 products are checked
+ * against exact integer block sums.
  *
  * Shapes are awkward on purpose (M, N, K not multiples of any tile, 1..20
  * rows, K = 1, more rows than one band of the packed GEMM), and every
@@ -201,7 +202,8 @@ static double check_table(const gptc_kernels *t, const char *name)
         err = broken("table", "packed_min_rows below 1", t->packed_min_rows, 0, 0);
     }
     if (t->tile == NULL || t->pack_f32 == NULL || t->pack_bf16 == NULL ||
-        t->rows_f32 == NULL || t->rows_bf16 == NULL || t->flash_task == NULL ||
+        t->pack_int8 == NULL || t->rows_f32 == NULL || t->rows_bf16 == NULL ||
+        t->rows_int8 == NULL || t->flash_task == NULL ||
         t->fma_loop == NULL || t->fma_flops_per_iteration <= 0) {
         err = broken("table", "a kernel is missing", 0, 0, 0);
     }
@@ -439,6 +441,283 @@ static double check_linear(const gptc_kernels *t, int bf16)
                 gptc_linear_forward(p.out, p.x, w, p.bias, M, K, N, flags);
                 worst = worse(worst, finish_product(&p));
             }
+        }
+    }
+    return worst;
+}
+
+/* ------------------------------------------------------------------------
+ * int8: the quantiser (one function for every set), the packing transpose
+ * that widens int8 blocks, the integer few-rows product and both paths of
+ * gptc_linear_forward with an int8 weight.
+ * ---------------------------------------------------------------------- */
+#define BLOCK GPTC_INT8_BLOCK
+
+/* round to nearest even to bfloat16, written again for the reference */
+static uint16_t ref_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    return (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+}
+
+static double ref_widen(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* gptc.h's definition with libm's rintf (round to nearest even). */
+static void ref_quantize(int8_t *q, uint16_t *d, const float *x, int rows, int len)
+{
+    const int nb = gptc_int8_blocks(len);
+    for (int r = 0; r < rows; r++) {
+        for (int b = 0; b < nb; b++) {
+            const int k0 = b * BLOCK, n = len - k0 < BLOCK ? len - k0 : BLOCK;
+            const float *xb = x + (size_t)r * len + k0;
+            float amax = 0.0f;
+            int finite = 1;
+            for (int i = 0; i < n; i++) {
+                finite = finite && isfinite(xb[i]);
+                amax = fabsf(xb[i]) > amax ? fabsf(xb[i]) : amax;
+            }
+            uint16_t *db = d + (size_t)r * nb + b;
+            *db = finite ? ref_bf16(amax / 127.0f) : 0x7FC0u;
+            const float stored = (float)ref_widen(*db);
+            for (int i = 0; i < n; i++) {
+                float v = finite && stored != 0.0f ? rintf(xb[i] / stored) : 0.0f;
+                v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+                q[(size_t)r * len + k0 + i] = (int8_t)v;
+            }
+        }
+    }
+}
+
+/* Values of magnitudes 1e-30 .. 1e30, exact ties, zeros, subnormals, inf and NaN. */
+static double check_quantize(void)
+{
+    enum { ROWS = 13, LEN = 100 };
+    float x[ROWS * LEN];
+    int8_t q[ROWS * LEN], qr[ROWS * LEN];
+    uint16_t d[ROWS * 4], dr[ROWS * 4];
+    fill(x, ROWS * LEN);
+    for (int r = 0; r < ROWS; r++) {
+        for (int i = 0; i < LEN; i++) x[r * LEN + i] *= powf(10.0f, (float)(5 * r - 30));
+    }
+    for (int i = 0; i < 32; i++) x[i] = (float)i - 15.5f;   /* ties against d = 1 */
+    x[32] = 127.0f;
+    x[LEN + 5] = INFINITY;
+    x[2 * LEN + 40] = NAN;
+    for (int i = 64; i < 96; i++) x[3 * LEN + i] = 0.0f;
+    x[3 * LEN + 99] = 1e-45f;
+    ref_quantize(qr, dr, x, ROWS, LEN);
+    gptc_quantize_int8(q, d, x, ROWS, LEN, LEN);
+    if (memcmp(q, qr, sizeof(q)) != 0 || memcmp(d, dr, sizeof(d)) != 0) {
+        return broken("quantize_int8", "differs from rintf's rounding", 0, 0, 0);
+    }
+    return 0.0;
+}
+
+/* rows x K int8 blocks in guarded buffers, from uniform values or (exact)
+ * from integers in [-127, 127] with 127 in every block, whose scales are 1;
+ * wide (rows * K doubles) gets q * d. */
+typedef struct {
+    gptc_int8_rows v;
+    double *wide;
+} int8_matrix;
+
+static int8_matrix make_int8(int rows, int K, int exact)
+{
+    const size_t n = (size_t)rows * K, nb = (size_t)rows * gptc_int8_blocks(K);
+    float *x = malloc((n + 1) * sizeof(float));
+    fill(x, n);
+    for (size_t i = 0; exact && i < n; i++) {
+        x[i] = i % K % BLOCK == 0 ? 127.0f : rintf(127.0f * x[i]);
+    }
+    int8_t *q = guarded(n, 1);
+    uint16_t *d = guarded(nb * sizeof(uint16_t), sizeof(uint16_t));
+    gptc_quantize_int8(q, d, x, (size_t)rows, K, K);
+    int8_matrix m = {{q, d, K, gptc_int8_blocks(K)}, malloc((n + 1) * sizeof(double))};
+    for (size_t i = 0; i < n; i++) {
+        m.wide[i] = (double)q[i] * ref_widen(d[i / K * gptc_int8_blocks(K) + i % K / BLOCK]);
+    }
+    free(x);
+    return m;
+}
+
+/* x_m . w_n from the int8 blocks: per block the exact integer sum times
+ * both scales, in double; *magnitude (if not NULL) gets the same sum of
+ * |products|, which bounds every partial sum a kernel may round. */
+static double int8_dot_ref(gptc_int8_rows x, int m, gptc_int8_rows w, int n, int K,
+                           double *magnitude)
+{
+    double s = 0.0, mag = 0.0;
+    for (int b = 0; b * BLOCK < K; b++) {
+        int64_t isum = 0, iabs = 0;
+        for (int k = b * BLOCK; k < K && k < (b + 1) * BLOCK; k++) {
+            const int64_t p = (int64_t)x.values[m * x.stride + k] * w.values[n * w.stride + k];
+            isum += p;
+            iabs += p < 0 ? -p : p;
+        }
+        const double scale = ref_widen(x.scales[m * x.scale_stride + b]) *
+                             ref_widen(w.scales[n * w.scale_stride + b]);
+        s += (double)isum * scale;
+        mag += (double)iabs * scale;
+    }
+    if (magnitude != NULL) *magnitude = mag;
+    return s;
+}
+
+static double check_pack_int8(const gptc_kernels *t)
+{
+    static const int lens[] = {1, 3, 8, 15, 16, 17, 33, 64, 100, 256};
+    double worst = 0.0;
+    for (int width = 1; width <= t->pack_width; width++) {
+        for (int rows = 0; rows <= width; rows++) {
+            for (size_t q = 0; q < sizeof(lens) / sizeof(lens[0]); q++) {
+                for (int p0 = 0; p0 <= BLOCK; p0 += BLOCK) {
+                    /* the view starts at block p0 / 32 and, with p0 = 0, ends
+                     * with the buffer */
+                    const int len = lens[q], K = p0 + len + (p0 ? 5 : 0), ld = width + 3;
+                    int8_matrix w = make_int8(rows > 0 ? rows : 1, K, 0);
+                    gptc_int8_rows view = w.v;
+                    view.values += p0;
+                    view.scales += p0 / BLOCK;
+                    const size_t ndst = (size_t)(len - 1) * ld + width;
+                    float *dst = guarded_floats(ndst);
+                    for (size_t i = 0; i < ndst; i++) dst[i] = NAN;
+                    t->pack_int8(dst, ld, view, rows, width, len);
+                    for (int p = 0; p < len; p++) {
+                        for (int r = 0; r < width; r++) {
+                            const double want = r < rows ? w.wide[(size_t)r * K + p0 + p] : 0.0;
+                            if (!((double)dst[p * ld + r] == want)) {
+                                worst = broken("pack_int8", "wrong value (rows, p, lane)", rows,
+                                               p, r);
+                            }
+                        }
+                        for (int r = width; r < ld && (size_t)(p * ld + r) < ndst; r++) {
+                            if (!isnan(dst[p * ld + r])) {
+                                worst = broken("pack_int8", "wrote past width (width, p, lane)",
+                                               width, p, r);
+                            }
+                        }
+                    }
+                    free(w.wide);
+                    release_buffers();
+                    if (isinf(worst)) return worst;
+                }
+            }
+        }
+    }
+    return worst;
+}
+
+/* The few-rows kernel on quantised x and W, called as the driver calls it
+ * (a column range, the rest of out untouched); exact: scales of 1, where
+ * every sum is an integer the float32 result must equal. The error of each
+ * output is relative to the sum of the magnitudes it adds (its products,
+ * the bias, what it accumulates onto): a one-row, one-column case may
+ * cancel to near zero, where relative to itself any rounding looks large. */
+static double check_rows_int8(const gptc_kernels *t, int exact)
+{
+    static const int ks[] = {1, 3, 31, 32, 33, 64, 100, 300};
+    static const int ns[] = {1, 2, 5, 9};
+    double worst = 0.0;
+    for (int M = 1; M <= 20; M++) {
+        for (int qk = 0; qk < (int)(sizeof(ks) / sizeof(ks[0])); qk++) {
+            for (int qn = 0; qn < (int)(sizeof(ns) / sizeof(ns[0])); qn++) {
+                const int K = ks[qk], N = ns[qn], variant = M + qk + qn;
+                const int accumulate = variant & 1, with_bias = (variant >> 1) & 1 && !exact;
+                const int n0 = (variant >> 2) & 1 && N > 2 ? 1 : 0;
+                const int n1 = (variant >> 2) & 1 && N > 2 ? N - 1 : N;
+                int8_matrix x = make_int8(M, K, exact), w = make_int8(N, K, exact);
+                float *out = guarded_floats((size_t)M * N), *bias = NULL;
+                double *ref = malloc((size_t)M * N * sizeof(double));
+                double *mag = malloc((size_t)M * N * sizeof(double));
+                for (int m = 0; m < M * N; m++) out[m] = exact ? (float)(m % 7) : uniform();
+                if (with_bias) {
+                    bias = guarded_floats((size_t)N);
+                    fill(bias, (size_t)N);
+                }
+                for (int m = 0; m < M; m++) {
+                    for (int n = 0; n < N; n++) {
+                        const size_t o = (size_t)m * N + n;
+                        const double v = int8_dot_ref(x.v, m, w.v, n, K, &mag[o]) +
+                                         (bias != NULL ? bias[n] : 0.0);
+                        mag[o] += fabs(out[o]) + (bias != NULL ? fabs(bias[n]) : 0.0);
+                        ref[o] = n < n0 || n >= n1 ? out[o] : (accumulate ? out[o] : 0.0) + v;
+                    }
+                }
+                t->rows_int8(out, x.v, w.v, bias, M, K, N, n0, n1, accumulate);
+                for (int o = 0; o < M * N; o++) {
+                    if (exact && (double)out[o] != ref[o]) {
+                        worst = broken("rows_int8", "not the exact integer sum (M, K, N)", M, K,
+                                       N);
+                    }
+                    const double e = fabs((double)out[o] - ref[o]) / (mag[o] + 1e-30);
+                    worst = isnan(e) ? NAN : worse(worst, e);
+                }
+                free(ref);
+                free(mag);
+                free(x.wide);
+                free(w.wide);
+                release_buffers();
+            }
+        }
+    }
+    return worst;
+}
+
+/* gptc_linear_forward with an int8 weight: below packed_min_rows x is
+ * quantised (the reference quantises it too, with the same function),
+ * from there on the packed product with the widened weight. */
+static double check_linear_int8(const gptc_kernels *t)
+{
+    static const int flag_sets[] = {0, GPTC_LINEAR_GELU, GPTC_LINEAR_ACCUMULATE};
+    const shape extra[3] = {{t->packed_min_rows - 1, 33, 21}, {t->packed_min_rows, 33, 21},
+                            {3, 4100, 5}};   /* the last: two of the quantiser's segments */
+    double worst = 0.0;
+    for (int s = 0; s < NSHAPES + 3; s++) {
+        const shape sh = s < NSHAPES ? linear_shapes[s] : extra[s - NSHAPES];
+        for (int f = 0; f < 3 && sh.M > 0; f++) {
+            const int M = sh.M, K = sh.K, N = sh.N, flags = flag_sets[f];
+            const int few = M < t->packed_min_rows;
+            float *x = guarded_floats((size_t)M * K), *out = guarded_floats((size_t)M * N);
+            float *bias = guarded_floats((size_t)N);
+            int8_matrix w = make_int8(N, K, 0);
+            int8_t *xq = malloc((size_t)M * K + 1);
+            uint16_t *xd = malloc(((size_t)M * gptc_int8_blocks(K) + 1) * sizeof(uint16_t));
+            double *ref = malloc((size_t)M * N * sizeof(double));
+            fill(x, (size_t)M * K);
+            fill(out, (size_t)M * N);
+            fill(bias, (size_t)N);
+            const gptc_int8_rows xv = {xq, xd, K, gptc_int8_blocks(K)};
+            if (few) ref_quantize(xq, xd, x, M, K);
+            for (int m = 0; m < M; m++) {
+                for (int n = 0; n < N; n++) {
+                    double v = bias[n];
+                    if (few) {
+                        v += int8_dot_ref(xv, m, w.v, n, K, NULL);
+                    } else {
+                        for (int k = 0; k < K; k++) {
+                            v += (double)x[(size_t)m * K + k] * w.wide[(size_t)n * K + k];
+                        }
+                    }
+                    if (flags & GPTC_LINEAR_GELU) v = gelu_ref(v);
+                    const size_t o = (size_t)m * N + n;
+                    ref[o] = flags & GPTC_LINEAR_ACCUMULATE ? out[o] + v : v;
+                }
+            }
+            const gptc_weight wt = {w.v.values, GPTC_INT8, w.v.scales};
+            gptc_linear_forward(out, x, wt, bias, M, K, N, flags);
+            worst = worse(worst, rel_err(out, ref, (size_t)M * N));
+            free(ref);
+            free(xq);
+            free(xd);
+            free(w.wide);
+            release_buffers();
         }
     }
     return worst;
@@ -704,6 +983,10 @@ static void check_kernel_set(const char *isa)
     RUN("rows_bf16", check_rows(t, 1), TOL_SUM);
     RUN("linear_f32", check_linear(t, 0), TOL_SUM);
     RUN("linear_bf16", check_linear(t, 1), TOL_SUM);
+    RUN("pack_int8", check_pack_int8(t), TOL_EXACT);
+    RUN("rows_int8_exact", check_rows_int8(t, 1), TOL_EXACT);
+    RUN("rows_int8", check_rows_int8(t, 0), TOL_SUM);
+    RUN("linear_int8", check_linear_int8(t), TOL_SUM);
     running_kernel = "linear_backward";
     check_backward(isa);
     RUN("gemm_serial", check_gemm_serial(), TOL_SUM);
@@ -727,6 +1010,8 @@ int main(void)
     printf("compiled kernel sets:");
     for (int i = 0; i < nc; i++) printf(" %s", compiled[i]);
     printf("\nthreads: %d\n", gptc_get_num_threads());
+    running_kernel = "quantize_int8";
+    report("all", "quantize_int8", check_quantize(), TOL_EXACT);
     for (int i = 0; i < n; i++) check_kernel_set(names[i]);
     printf("tested kernel sets:");
     for (int i = 0; i < n; i++) printf(" %s", names[i]);

@@ -1,0 +1,162 @@
+/*
+ * rows_int8_simd.h - the int8 kernels (gptc_rows_int8_fn and the loads of
+ * gptc_pack_int8_fn) written once for the x86 vector instruction sets.
+ * Included after rows_simd.h by a file that maps, besides rows_simd.h's
+ * names:
+ *
+ *   QV_BLOCKS              int8 blocks per integer vector (1: 32 bytes, 2: 64)
+ *   qv                     an integer vector of QV_BLOCKS * GPTC_INT8_BLOCK bytes
+ *   qv_load(p)             those bytes from p (any alignment)
+ *   qv_load_part(p, n)     the first n (< QV_BLOCKS * GPTC_INT8_BLOCK) of them,
+ *                          zeros after, reading nothing past p + n
+ *   qv_abs(x)              |x| of each int8 (at most 127: q is never -128)
+ *   qv_signed(w, x)        w with the sign of x applied: -w where x < 0
+ *   vf_from_i32(v)         int32 lanes to float32 (VF_LANES of them: 8 per block)
+ *   vf_mul(a, b), vf_set1(f)
+ *   vf_load_scales(p, n)   n (<= VF_LANES) bfloat16 scales from p as float32,
+ *                          zeros after, reading nothing past p + n
+ *   block_scales           VF_LANES scales, kept as the file finds fastest
+ *   block_scales_of(v)     ... made from a vector of them
+ *   vf_block_scales(t, s)  the scales of the blocks of step s (blocks
+ *                          QV_BLOCKS * s, ...) of t, lane for lane: 8 lanes
+ *                          per block, as vf_from_i32 puts a block's sums
+ *   vf_widen_int8(p, n)    the first n (<= VF_LANES) int8 at p as float32,
+ *                          zeros after, reading nothing past p + n
+ *   dot_maddubs(u, s)      the int32 sums of each 4 adjacent products u[i] * s[i]
+ *                          (u unsigned, s signed) with vpmaddubsw + vpmaddwd
+ *   dot_vnni(u, s)         the same with vpdpbusd, under TARGET_VNNI
+ *
+ * and gets rows_int8 and rows_int8_vnni for its two kernel tables, and
+ * int8_pack_load for its pack_body.
+ *
+ * The integer dot products use the sign trick: x . w = |x| . (w * sign(x)),
+ * an unsigned-by-signed product as vpmaddubsw and vpdpbusd take it. With
+ * |q| <= 127 each pair of products sums to at most 2 * 127^2 = 32258, so
+ * vpmaddubsw's 16-bit saturation is never reached, and the sums are exact.
+ */
+#ifndef GPTC_ARCH_ROWS_INT8_SIMD_H
+#define GPTC_ARCH_ROWS_INT8_SIMD_H
+
+#define QV_BYTES (QV_BLOCKS * GPTC_INT8_BLOCK)
+
+/* How far ahead of its loads the tile asks for W: a decode step streams
+ * every weight once, and the hardware prefetchers alone leave the loads
+ * waiting on memory about a third of the time (measured: 66 -> 92 tokens/s
+ * on one thread of a Sapphire Rapids VM with 3 KiB). About latency times
+ * bandwidth; a prefetch past the end of W is harmless (it never faults). */
+#define INT8_PREFETCH_BYTES 3072
+
+/* dot_maddubs or dot_vnni */
+typedef qv (*qv_dot_fn)(qv u, qv s);
+
+/* Values p .. p + n - 1 of row `row` of int8 rows (src: a gptc_int8_rows)
+ * as float32, times their block's scale; p is a multiple of VF_LANES, so
+ * they share one block. */
+TARGET static inline vf int8_pack_load(const void *src, ptrdiff_t stride, int row, int p, int n)
+{
+    const gptc_int8_rows *v = (const gptc_int8_rows *)src;
+    const uint16_t bits = v->scales[(size_t)row * v->scale_stride + p / GPTC_INT8_BLOCK];
+    return vf_mul(vf_widen_int8(v->values + (size_t)row * v->stride + p, n),
+                  vf_set1(gptc_bf16_to_f32(bits)));
+}
+
+/* res[i * ROWS_INT8_NR + j] = x_i . w_j for `rows` x rows and `wrows` W rows,
+ * compile-time constants at each call. Per chunk of VF_LANES blocks the
+ * scale products d_x * d_w of each pair are computed as a vector; then per
+ * step of QV_BLOCKS blocks each pair's exact integer sums, as float32
+ * lanes, meet their scales in one multiply-add. The lanes are summed at
+ * the end. */
+TARGET static inline __attribute__((always_inline)) void int8_tile_body(
+    float *res, gptc_int8_rows x, gptc_int8_rows w, const int rows, const int wrows, int K,
+    qv_dot_fn dot)
+{
+    const int nb = gptc_int8_blocks(K);
+    vf acc[ROWS_MR][ROWS_INT8_NR];
+    block_scales sp[ROWS_MR][ROWS_INT8_NR];
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < wrows; j++) acc[i][j] = vf_zero();
+    }
+    for (int c = 0; c < nb; c += VF_LANES) {
+        const int nc = nb - c < VF_LANES ? nb - c : VF_LANES;
+        vf ws[ROWS_INT8_NR];
+        for (int j = 0; j < wrows; j++) {
+            ws[j] = vf_load_scales(w.scales + (size_t)j * w.scale_stride + c, nc);
+        }
+        for (int i = 0; i < rows; i++) {
+            vf xs = vf_load_scales(x.scales + (size_t)i * x.scale_stride + c, nc);
+            for (int j = 0; j < wrows; j++) sp[i][j] = block_scales_of(vf_mul(xs, ws[j]));
+        }
+        for (int b = c; b < c + nc; b += QV_BLOCKS) {
+            const int k = b * GPTC_INT8_BLOCK, left = K - k;
+            qv wv[ROWS_INT8_NR];
+            for (int j = 0; j < wrows; j++) {
+                const int8_t *p = w.values + (size_t)j * w.stride + k;
+                __builtin_prefetch(p + INT8_PREFETCH_BYTES);
+                wv[j] = left >= QV_BYTES ? qv_load(p) : qv_load_part(p, left);
+            }
+            for (int i = 0; i < rows; i++) {
+                const int8_t *p = x.values + (size_t)i * x.stride + k;
+                const qv xv = left >= QV_BYTES ? qv_load(p) : qv_load_part(p, left);
+                const qv ax = qv_abs(xv);
+                for (int j = 0; j < wrows; j++) {
+                    vf sums = vf_from_i32(dot(ax, qv_signed(wv[j], xv)));
+                    const vf d = vf_block_scales(&sp[i][j], (b - c) / QV_BLOCKS);
+                    acc[i][j] = vf_fma(sums, d, acc[i][j]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < wrows; j++) res[i * ROWS_INT8_NR + j] = vf_hsum(acc[i][j]);
+    }
+}
+
+/* int8_tile_body for the runtime shape, each shape its own unrolled copy. */
+TARGET static inline __attribute__((always_inline)) void int8_tile(
+    float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, int wrows, int K, qv_dot_fn dot)
+{
+    if (wrows == ROWS_INT8_NR) {
+        switch (rows) {
+        case 1: int8_tile_body(res, x, w, 1, ROWS_INT8_NR, K, dot); return;
+        case 2: int8_tile_body(res, x, w, 2, ROWS_INT8_NR, K, dot); return;
+        case 3: int8_tile_body(res, x, w, 3, ROWS_INT8_NR, K, dot); return;
+        default: int8_tile_body(res, x, w, ROWS_MR, ROWS_INT8_NR, K, dot); return;
+        }
+    }
+    switch (rows) {
+    case 1: int8_tile_body(res, x, w, 1, 1, K, dot); return;
+    case 2: int8_tile_body(res, x, w, 2, 1, K, dot); return;
+    case 3: int8_tile_body(res, x, w, 3, 1, K, dot); return;
+    default: int8_tile_body(res, x, w, ROWS_MR, 1, K, dot); return;
+    }
+}
+
+/* The kernels of the two tables of the including file: its dot products
+ * dot_maddubs (vpmaddubsw + vpmaddwd, under TARGET) and dot_vnni
+ * (vpdpbusd, under TARGET_VNNI). */
+TARGET static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
+                             int wrows, int K)
+{
+    int8_tile(res, x, w, rows, wrows, K, dot_maddubs);
+}
+
+TARGET static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
+                             int M, int K, int N, int n0, int n1, int accumulate)
+{
+    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8);
+}
+
+TARGET_VNNI static void tile_int8_vnni(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
+                                       int wrows, int K)
+{
+    int8_tile(res, x, w, rows, wrows, K, dot_vnni);
+}
+
+TARGET_VNNI static void rows_int8_vnni(float *out, gptc_int8_rows x, gptc_int8_rows w,
+                                       const float *bias, int M, int K, int N, int n0, int n1,
+                                       int accumulate)
+{
+    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8_vnni);
+}
+
+#endif /* GPTC_ARCH_ROWS_INT8_SIMD_H */
