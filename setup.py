@@ -1,6 +1,7 @@
 """Build of gptc's C extension, gptc._C.
 
-Every C file of csrc/ and csrc/arch/ goes into one extension module. The default build is
+Every C file of csrc/ (the core), csrc/arch/ (its kernel sets) and csrc/py/ (the
+CPython/NumPy binding) goes into one extension module. The default build is
 portable (baseline instructions only); csrc/isa.c picks the kernel set (AVX-512, AVX2, NEON
 or plain C) at run time. GPTC_SANITIZE=1 builds with AddressSanitizer and
 UndefinedBehaviorSanitizer for CI (see .ci/run).
@@ -106,8 +107,10 @@ class BuildExtWithOptionalOpenMP(build_ext):
 extension = Extension(
     "gptc._C",
     sources=sorted(glob.glob(os.path.join("csrc", "*.c"))
-                   + glob.glob(os.path.join("csrc", "arch", "*.c"))),
-    depends=glob.glob(os.path.join("csrc", "*.h")) + glob.glob(os.path.join("csrc", "arch", "*.h")),
+                   + glob.glob(os.path.join("csrc", "arch", "*.c"))
+                   + glob.glob(os.path.join("csrc", "py", "*.c"))),
+    depends=glob.glob(os.path.join("csrc", "*.h")) + glob.glob(os.path.join("csrc", "arch", "*.h"))
+    + glob.glob(os.path.join("csrc", "py", "*.h")),
     include_dirs=["csrc", numpy.get_include()],
     define_macros=define_macros,
     extra_compile_args=compile_args,

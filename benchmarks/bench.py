@@ -807,7 +807,7 @@ def case_int8(gmodel, new_tokens, repeats, bandwidth_gbs, verdict_dir, verdict_t
             model.to_dtype("int8")
             diff = float(np.abs(model(batch) - f32).max())
             forward = model(text[:, :-1]).argmax(-1)[0, n - 1:]
-        decoder = gptc._C.Decoder(*model._one_call_arguments(), 1, text.shape[1])
+        decoder = gptc._C.Decoder(**model._one_call_arguments(), batch=1, capacity=text.shape[1])
         steps = [int(decoder.prefill(np.ascontiguousarray(text[:, :n])).argmax())]
         steps += [int(decoder.step(np.ascontiguousarray(text[:, t])).argmax())
                   for t in range(n, text.shape[1] - 1)]

@@ -11,23 +11,24 @@
  * Heads are not transposed into a separate tensor: head h of token t is
  * simply the slice [h * HS, (h + 1) * HS) of row t of q, k and v.
  *
- * Two forwards live here:
- *  - inference (no dropout): a blocked, online-softmax ("flash") kernel.
- *    Each task takes a block of query rows of one head and streams over
- *    blocks of keys j <= i, keeping per row a running maximum, a running
- *    sum of exponentials and an unnormalised output. No T x T matrix is
- *    ever built, every key block is read once per query block, and the
- *    inner loops are vector multiply-adds on tiles of 4 query rows
- *    (csrc/arch/flash_attention.h, compiled once per instruction set).
- *    The same kernel serves the KV cache (gptc_attention_cached_forward):
- *    new queries at positions past.. attend over cached keys and values.
- *  - with dropout: one query row at a time (attend_row), after drawing the
- *    (B, NH, T, T) dropout mask in PyTorch's order.
- *
- * For training, gptc_attention_forward_train computes each head as matrix
- * products and keeps the weights the backward needs, and
+ * One forward per purpose lives here:
+ *  - inference: a blocked, online-softmax ("flash") kernel. Each task takes
+ *    a block of query rows of one head and streams over blocks of keys
+ *    j <= i, keeping per row a running maximum, a running sum of
+ *    exponentials and an unnormalised output. No T x T matrix is ever
+ *    built, every key block is read once per query block, and the inner
+ *    loops are vector multiply-adds on tiles of 4 query rows
+ *    (csrc/arch/flash_attention.h, compiled once per instruction set). The
+ *    same kernel serves the KV cache: new queries at positions past..
+ *    attend over cached keys and values.
+ *  - training (gptc_attention_forward_train): each head as matrix products
+ *    that keep the weights the backward needs, with the dropout noise on
+ *    the weights drawn up front in PyTorch's order. A forward with dropout
+ *    but without gradients runs it too, keeping nothing.
  * gptc_attention_backward turns the gradient of the output into the
- * gradients of q, k and v.
+ * gradients of q, k and v. gptc_mha_tokens is the whole module around
+ * them (projections, cache, out_proj), for MultiHeadAttention and the
+ * model's blocks alike.
  */
 #include "gptc.h"
 #include "internal.h"
@@ -41,16 +42,6 @@
  * Inference: blocked online softmax (the derivation and the per-ISA tiles
  * are in csrc/arch/flash_attention.h).
  * ---------------------------------------------------------------------- */
-size_t gptc_attention_scratch_floats(int B, int T, int NH, int HS, double dropout_p,
-                                     int nthreads)
-{
-    if (dropout_p > 0.0) {
-        /* one row of scores per thread, plus the whole dropout mask */
-        return (size_t)nthreads * T + (size_t)B * NH * T * T;
-    }
-    return (size_t)nthreads * gptc_flash_scratch_floats(HS);
-}
-
 size_t gptc_attention_cached_scratch_floats(int HS, int nthreads)
 {
     return (size_t)nthreads * gptc_flash_scratch_floats(HS);
@@ -96,97 +87,6 @@ void gptc_attention_cached_forward(float *out, const float *q, const float *k_ca
 }
 
 /* ------------------------------------------------------------------------
- * With dropout, and for training: one query row at a time.
- * ---------------------------------------------------------------------- */
-
-/* One query row of the forward with dropout: scores, softmax, dropout,
- * weighted sum of v. scores is one row of scratch; dropout is applied to
- * each weight as it is used. (Without dropout gptc_attention_forward runs
- * the blocked kernel above, and training runs the per-head matrix products
- * below: the three sum in different orders and agree to rounding.) */
-static void attend_row(
-    float *out, const float *q, const float *k, const float *v, int i, int C, int HS,
-    float divisor, const float *drop_mask, float drop_scale, float *scores)
-{
-    float maxval = -INFINITY;
-    for (int j = 0; j <= i; j++) {
-        const float *kj = k + (size_t)j * C;
-        float s = 0.0f;
-        for (int d = 0; d < HS; d++) {
-            s += q[d] * kj[d];
-        }
-        /* divided, not multiplied by a reciprocal, as the book writes it */
-        s = s / divisor;
-        scores[j] = s;
-        if (s > maxval) {
-            maxval = s;
-        }
-    }
-    float sum = 0.0f;
-    for (int j = 0; j <= i; j++) {
-        scores[j] = expf(scores[j] - maxval);
-        sum += scores[j];
-    }
-    float inv_sum = 1.0f / sum;
-    for (int j = 0; j <= i; j++) {
-        scores[j] *= inv_sum;
-    }
-    for (int d = 0; d < HS; d++) {
-        out[d] = 0.0f;
-    }
-    for (int j = 0; j <= i; j++) {
-        const float *vj = v + (size_t)j * C;
-        float w = drop_mask == NULL ? scores[j] : scores[j] * (drop_mask[j] * drop_scale);
-        for (int d = 0; d < HS; d++) {
-            out[d] += w * vj[d];
-        }
-    }
-}
-
-void gptc_attention_forward(float *out, const float *q, const float *k, const float *v,
-                            int B, int T, int NH, int HS, double dropout_p,
-                            gptc_generator *g, float *scratch, int nthreads)
-{
-    if (dropout_p <= 0.0) {
-        gptc_attention_cached_forward(out, q, k, v, B, T, 0, T, NH, HS, scratch, nthreads);
-        return;
-    }
-    const int C = NH * HS;
-    const float divisor = sqrtf((float)HS);
-    /* PyTorch draws one value per element of the full (B, NH, T, T)
-     * weight tensor, masked positions included, so the whole mask is
-     * drawn up front in that order; keep it bit-identical. */
-    float *drop_mask = scratch + (size_t)nthreads * T;
-    float drop_scale = 1.0f;
-    size_t n = (size_t)B * NH * T * T;
-    if (dropout_p >= 1.0) {
-        for (size_t i = 0; i < n; i++) drop_mask[i] = 0.0f;
-    } else {
-        double keep = 1.0 - dropout_p;
-        gptc_bernoulli_f32(g, drop_mask, n, keep);
-        drop_scale = 1.0f / (float)keep;
-    }
-    long long rows = (long long)B * NH * T;
-    double work OMP_CLAUSE_ONLY = (double)B * NH * T * T * HS;
-#pragma omp parallel for schedule(dynamic, 16) num_threads(nthreads) \
-    if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1)
-    for (long long r = 0; r < rows; r++) {
-        int thread = 0;
-#ifdef _OPENMP
-        thread = omp_get_thread_num();
-#endif
-        int i = (int)(r % T);
-        int h = (int)((r / T) % NH);
-        int b = (int)(r / ((long long)T * NH));
-        size_t base = (size_t)b * T * C + (size_t)h * HS;
-        const float *mask_row = drop_mask + (((size_t)b * NH + h) * T + i) * T;
-        attend_row(out + base + (size_t)i * C, q + base + (size_t)i * C,
-                   k + base, v + base, i, C, HS, divisor, mask_row, drop_scale,
-                   scratch + (size_t)thread * T);
-    }
-}
-
-/*
  * Training: forward and backward as matrix products, one head per task.
  *
  * For one head, with Q, K, V its (T, HS) slices (row stride C):
@@ -255,36 +155,27 @@ int gptc_attention_forward_train(float *out, float *att, float *noise, const flo
     const int C = NH * HS;
     const float divisor = sqrtf((float)HS);
     const size_t n = (size_t)B * NH * T * T, square = (size_t)T * T;
+    const size_t padded = (square + 15) / 16 * 16;
     const size_t per_thread = train_scratch_floats(T, HS);
     float *scratch = malloc((size_t)nthreads * per_thread * sizeof(float));
     if (scratch == NULL) return -1;
     /* The dropout noise is drawn up front over the whole (B, NH, T, T)
      * tensor, masked positions included, in PyTorch's order. */
-    const float *drop = NULL;
-    if (dropout_p > 0.0) {
-        if (dropout_p >= 1.0) {
-            for (size_t i = 0; i < n; i++) noise[i] = 0.0f;
-        } else {
-            double keep = 1.0 - dropout_p;
-            float scale = 1.0f / (float)keep;
-            gptc_bernoulli_f32(g, noise, n, keep);
-            /* mask * scale, the factor gptc_attention_forward multiplies by */
-            for (size_t i = 0; i < n; i++) noise[i] *= scale;
-        }
-        drop = noise;
-    } else if (noise != NULL) {
-        for (size_t i = 0; i < n; i++) noise[i] = 1.0f;
+    if (noise != NULL) {
+        gptc_dropout_noise(noise, n, dropout_p, g);
     }
+    const float *drop = dropout_p > 0.0 ? noise : NULL;
     const int heads = B * NH;
     double work OMP_CLAUSE_ONLY = (double)heads * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
     for (int bh = 0; bh < heads; bh++) {
         float *mine = scratch + (size_t)THREAD_INDEX() * per_thread;
-        float *wbuf = mine, *gemm_work = mine + 2 * ((square + 15) / 16 * 16);
+        float *wbuf = mine, *gemm_work = mine + 2 * padded;
         int b = bh / NH, h = bh % NH;
         size_t base = (size_t)b * T * C + (size_t)h * HS;
-        float *a = att + (size_t)bh * square;
+        /* the weights are kept in att, or live in this thread's second square */
+        float *a = att != NULL ? att + (size_t)bh * square : mine + padded;
         head_weights(a, q + base, k + base, T, C, HS, divisor, gemm_work);
         const float *w = dropped_weights(a, drop == NULL ? NULL : drop + (size_t)bh * square,
                                          square, wbuf);
@@ -356,26 +247,68 @@ int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
     return 0;
 }
 
-int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p,
-                     int B, int T, int d_in, int d_out, int NH, double dropout_p,
+/* ------------------------------------------------------------------------
+ * The MultiHeadAttention module around the kernels.
+ * ---------------------------------------------------------------------- */
+size_t gptc_mha_scratch_floats(const gptc_attention_params *p, int B, int T, int nthreads)
+{
+    const int NH = p->num_heads;
+    if (p->dropout > 0.0) {
+        return (size_t)B * NH * T * T;   /* the dropout noise of the weights */
+    }
+    return gptc_attention_cached_scratch_floats(p->d_out / NH, nthreads);
+}
+
+/* Copy the keys or values of T new tokens (B * T rows of C) into rows
+ * past .. past + T - 1 of each batch row's cache. */
+static void store_rows(float *cache, const float *rows, int B, int T, int past, int capacity,
+                       int C)
+{
+    for (int b = 0; b < B; b++) {
+        memcpy(cache + ((size_t)b * capacity + past) * C, rows + (size_t)b * T * C,
+               (size_t)T * C * sizeof(float));
+    }
+}
+
+int gptc_mha_tokens(float *out, const float *x, const gptc_attention_params *p, int B, int T,
+                    const gptc_kv_cache *cache, gptc_generator *g, const gptc_mha_buffers *w,
+                    int flags, int nthreads)
+{
+    const int M = B * T, d_in = p->d_in, d_out = p->d_out, NH = p->num_heads;
+    const int HS = d_out / NH;
+    gptc_linear_forward(w->q, x, p->w_query, p->b_query, M, d_in, d_out, 0);
+    gptc_linear_forward(w->k, x, p->w_key, p->b_key, M, d_in, d_out, 0);
+    gptc_linear_forward(w->v, x, p->w_value, p->b_value, M, d_in, d_out, 0);
+    /* x has been read: from here on context may overwrite it */
+    if (p->dropout > 0.0) {
+        if (gptc_attention_forward_train(w->context, NULL, w->scratch, w->q, w->k, w->v, B, T,
+                                         NH, HS, p->dropout, g, nthreads) != 0)
+            return -1;
+    } else if (cache == NULL) {
+        gptc_attention_cached_forward(w->context, w->q, w->k, w->v, B, T, 0, T, NH, HS,
+                                      w->scratch, nthreads);
+    } else {
+        store_rows(cache->k, w->k, B, T, cache->past, cache->capacity, d_out);
+        store_rows(cache->v, w->v, B, T, cache->past, cache->capacity, d_out);
+        gptc_attention_cached_forward(w->context, w->q, cache->k, cache->v, B, T, cache->past,
+                                      cache->capacity, NH, HS, w->scratch, nthreads);
+    }
+    gptc_linear_forward(out, w->context, p->w_out, p->b_out, M, d_out, d_out, flags);
+    return 0;
+}
+
+int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p, int B, int T,
                      gptc_generator *g)
 {
-    const int M = B * T;
     const int nthreads = gptc_get_num_threads();
-    size_t act = (size_t)M * d_out;
-    size_t total = 4 * act + gptc_attention_scratch_floats(B, T, NH, d_out / NH, dropout_p,
-                                                           nthreads);
-    float *buf = malloc(total * sizeof(float));
+    const size_t act = (size_t)B * T * p->d_out;
+    float *buf = malloc((4 * act + gptc_mha_scratch_floats(p, B, T, nthreads)) * sizeof(float));
     if (buf == NULL) {
         return -1;
     }
-    float *q = buf, *k = q + act, *v = k + act, *ctx = v + act, *scratch = ctx + act;
-    gptc_linear_forward(q, x, p->w_query, p->b_query, M, d_in, d_out, 0);
-    gptc_linear_forward(k, x, p->w_key, p->b_key, M, d_in, d_out, 0);
-    gptc_linear_forward(v, x, p->w_value, p->b_value, M, d_in, d_out, 0);
-    gptc_attention_forward(ctx, q, k, v, B, T, NH, d_out / NH, dropout_p, g, scratch,
-                           nthreads);
-    gptc_linear_forward(out, ctx, p->w_out, p->b_out, M, d_out, d_out, 0);
+    gptc_mha_buffers w = {.q = buf, .k = buf + act, .v = buf + 2 * act, .context = buf + 3 * act,
+                          .scratch = buf + 4 * act};
+    int rc = gptc_mha_tokens(out, x, p, B, T, NULL, g, &w, 0, nthreads);
     free(buf);
-    return 0;
+    return rc;
 }

@@ -5,13 +5,34 @@
  * (1 - p) and multiplies the input by it. gptc draws the same mask from the
  * same generator in the same order (one draw per element, row-major), so a
  * training-mode forward after gptc.manual_seed(s) drops exactly the values
- * PyTorch drops after torch.manual_seed(s). The mask is drawn into `out`
- * itself, which is why out may alias x only through the multiply below.
+ * PyTorch drops after torch.manual_seed(s).
+ *
+ * gptc_dropout_noise is the one place that draws: the layer below and the
+ * attention weights' dropout (attention.c) both call it.
  */
 #include "gptc.h"
 
-#include <stdlib.h>
 #include <string.h>
+
+void gptc_dropout_noise(float *noise, size_t n, double p, gptc_generator *g)
+{
+    if (p <= 0.0 || p >= 1.0) {
+        /* PyTorch draws nothing for p == 0 (keep all) or p == 1 (drop all) */
+        const float value = p <= 0.0 ? 1.0f : 0.0f;
+        for (size_t i = 0; i < n; i++) noise[i] = value;
+        return;
+    }
+    /* p stays a double, as Python hands it to PyTorch, so the keep
+     * probability compared against each draw is the same number. Kept
+     * values are scaled by 1.0f / float(keep): PyTorch divides its float32
+     * noise tensor by the keep probability converted to float32. */
+    const double keep = 1.0 - p;
+    const float scale = 1.0f / (float)keep;
+    gptc_bernoulli_f32(g, noise, n, keep);
+    for (size_t i = 0; i < n; i++) {
+        noise[i] *= scale;   /* 1 * scale or 0 * scale */
+    }
+}
 
 void gptc_dropout_forward(float *out, const float *x, size_t n, double p,
                           gptc_generator *g)
@@ -22,59 +43,31 @@ void gptc_dropout_forward(float *out, const float *x, size_t n, double p,
         }
         return;
     }
-    if (p >= 1.0) {
-        /* PyTorch multiplies by zero without drawing (so NaN stays NaN) */
-        for (size_t i = 0; i < n; i++) {
-            out[i] = x[i] * 0.0f;
-        }
-        return;
-    }
-    /* p stays a double, as Python hands it to PyTorch, so the keep
-     * probability compared against each draw is the same number. Kept
-     * values are scaled by 1.0f / float(keep): PyTorch divides its float32
-     * noise tensor by the keep probability converted to float32. */
-    const double keep = 1.0 - p;
-    const float scale = 1.0f / (float)keep;
-    /* Draw in chunks through a small stack buffer so out may alias x. */
-    float mask[256];
+    /* The noise is drawn in chunks through a small stack buffer (the draws
+     * are one per element in order, so chunks do not change them), which
+     * lets out alias x. With p == 1 the noise is 0 and x * 0 keeps NaN a
+     * NaN, as PyTorch's multiply does. */
+    float noise[256];
     for (size_t start = 0; start < n; start += 256) {
         size_t len = n - start < 256 ? n - start : 256;
-        gptc_bernoulli_f32(g, mask, len, keep);
+        gptc_dropout_noise(noise, len, p, g);
         for (size_t i = 0; i < len; i++) {
-            out[start + i] = x[start + i] * (mask[i] * scale);
+            out[start + i] = x[start + i] * noise[i];
         }
     }
 }
 
 /*
- * Training forward that keeps its noise for the backward: noise[i] is 0 or
- * 1.0f / float(1 - p), the values of PyTorch's noise tensor, and
- * out = x * noise. The draws are those of gptc_dropout_forward, one per
- * element in order, so either function leaves the generator in the same
- * state and drops the same values. out may alias x; noise may not.
+ * Training forward that keeps its noise for the backward: out = x * noise,
+ * with the draws of gptc_dropout_forward, so either function leaves the
+ * generator in the same state and drops the same values. out may alias x;
+ * noise may not.
  */
 void gptc_dropout_forward_noise(float *out, float *noise, const float *x, size_t n,
                                 double p, gptc_generator *g)
 {
-    if (p <= 0.0) {
-        for (size_t i = 0; i < n; i++) noise[i] = 1.0f;
-        if (out != x) {
-            memmove(out, x, n * sizeof(float));
-        }
-        return;
-    }
-    if (p >= 1.0) {
-        for (size_t i = 0; i < n; i++) {
-            noise[i] = 0.0f;
-            out[i] = x[i] * 0.0f;
-        }
-        return;
-    }
-    const double keep = 1.0 - p;
-    const float scale = 1.0f / (float)keep;
-    gptc_bernoulli_f32(g, noise, n, keep);
+    gptc_dropout_noise(noise, n, p, g);
     for (size_t i = 0; i < n; i++) {
-        noise[i] *= scale;   /* 1 * scale or 0 * scale: the forward's mask * scale */
         out[i] = x[i] * noise[i];
     }
 }

@@ -10,7 +10,7 @@
  *    moves between the book's model and gptc without any transposition
  *    (a Linear weight is [out_features, in_features]);
  *  - functions never allocate inside their loops and never check their
- *    arguments: the Python binding (module.c) validates shapes, dtypes and
+ *    arguments: the Python binding (csrc/py/) validates shapes, dtypes and
  *    token ids before calling in, and the C code trusts it.
  */
 #ifndef GPTC_H
@@ -214,54 +214,51 @@ void gptc_softmax_forward(float *out, const float *x, size_t N, int C);
 /* residual.c: out = a + b, elementwise (out may alias a or b). */
 void gptc_residual_forward(float *out, const float *a, const float *b, size_t n);
 
-/* dropout.c: inverted dropout as PyTorch's CPU kernel does it: a mask is
- * drawn with bernoulli(1 - p) over the whole tensor in order and kept
- * values are scaled by 1 / (1 - p). p == 0 copies x (no draws); p == 1
- * zeroes it (no draws). out may alias x. */
+/* dropout.c: PyTorch's dropout noise for n values: noise[i] = 0 or
+ * 1.0f / (float)(1 - p), from bernoulli(1 - p) drawn over the n values in
+ * order. p == 0: all 1, p == 1: all 0, and no draws in either case. Every
+ * dropout of gptc (layers, attention weights) draws through this. */
+void gptc_dropout_noise(float *noise, size_t n, double p, gptc_generator *g);
+/* dropout.c: inverted dropout as PyTorch's CPU kernel does it:
+ * out = x * gptc_dropout_noise(p). p == 0 copies x; p == 1 zeroes it (NaN
+ * stays NaN). out may alias x. */
 void gptc_dropout_forward(float *out, const float *x, size_t n, double p,
                           gptc_generator *g);
 /* dropout.c: the training forward that keeps its noise for the backward:
- * noise[i] = 0 or 1.0f / (float)(1 - p), PyTorch's noise tensor, and
- * out = x * noise, with the same draws as gptc_dropout_forward (p == 0:
- * noise all 1; p == 1: all 0; no draws in either case). out may alias x. */
+ * out = x * noise with noise from gptc_dropout_noise, the same draws as
+ * gptc_dropout_forward. out may alias x. */
 void gptc_dropout_forward_noise(float *out, float *noise, const float *x, size_t n,
                                 double p, gptc_generator *g);
 /* dropout.c: dinp += dout * noise. */
 void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, size_t n);
 
-/* attention.c: the causal core of multi-head attention. q, k, v are
- * (B, T, NH * HS) as the Linear projections produce them; out is the
- * heads merged back into (B, T, NH * HS), ready for out_proj.
- * With dropout_p == 0 (inference) it runs a blocked online-softmax kernel
- * (never a T x T matrix). With dropout_p > 0 the attention weights go
- * through dropout drawn from g over the whole (B, NH, T, T) tensor, as the
- * book's nn.Dropout does, one query row at a time.
- * The loop runs on nthreads threads; scratch must hold
- * gptc_attention_scratch_floats(B, T, NH, HS, dropout_p, nthreads) floats. */
-size_t gptc_attention_scratch_floats(int B, int T, int NH, int HS, double dropout_p,
-                                     int nthreads);
-void gptc_attention_forward(float *out, const float *q, const float *k, const float *v,
-                            int B, int T, int NH, int HS, double dropout_p,
-                            gptc_generator *g, float *scratch, int nthreads);
-/* attention.c: inference attention over a KV cache. q and out are
- * (B, Tq, NH * HS): the queries of positions past .. past + Tq - 1. The
- * caches hold, per batch row, `capacity` rows of NH * HS (row j = position
- * j; batch b starts at row b * capacity) of which rows 0 .. past + Tq - 1
- * are filled. Row i of out is what gptc_attention_forward gives for
- * position i of the whole sequence, bit for bit, whatever Tq and past.
- * scratch must hold gptc_attention_cached_scratch_floats(HS, nthreads). */
+/* attention.c: the causal core of multi-head attention, one kernel per
+ * purpose. q, k, v are (B, T, NH * HS) as the Linear projections produce
+ * them; out is the heads merged back into (B, T, NH * HS), ready for
+ * out_proj.
+ *
+ * Inference: a blocked online-softmax kernel (never a T x T matrix) over a
+ * KV cache. q and out are (B, Tq, NH * HS): the queries of positions
+ * past .. past + Tq - 1. The caches hold, per batch row, `capacity` rows
+ * of NH * HS (row j = position j; batch b starts at row b * capacity) of
+ * which rows 0 .. past + Tq - 1 are filled. The plain forward is past = 0
+ * with q's own k and v as the caches (capacity = Tq); row i of out is what
+ * it gives for position i of the whole sequence, bit for bit, whatever Tq
+ * and past. scratch must hold gptc_attention_cached_scratch_floats(HS,
+ * nthreads) floats. */
 size_t gptc_attention_cached_scratch_floats(int HS, int nthreads);
 void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,
                                    const float *v_cache, int B, int Tq, int past,
                                    int capacity, int NH, int HS, float *scratch,
                                    int nthreads);
-/* attention.c: gptc_attention_forward for training: the same draws and
- * the same out (to rounding: it is computed as matrix products), and it
- * keeps att (B, NH, T, T), the softmax weights before dropout (zeros above
- * the diagonal), and noise (B, NH, T, T), the dropout noise (0 or
- * 1 / (1 - p); may be NULL when dropout_p == 0, else all ones). Threaded
- * over (b, h) on nthreads threads. Returns 0, or -1 if its scratch could
- * not be allocated. */
+/* attention.c: training, as per-head matrix products that keep what the
+ * backward needs: att (B, NH, T, T), the softmax weights before dropout
+ * (zeros above the diagonal; NULL: not kept), and noise (B, NH, T, T), the
+ * dropout noise on the weights, drawn by gptc_dropout_noise over the whole
+ * tensor as the book's nn.Dropout draws it (may be NULL when dropout_p ==
+ * 0). out equals the inference kernel's to rounding. Threaded over (b, h)
+ * on nthreads threads. Returns 0, or -1 if its scratch could not be
+ * allocated. */
 int gptc_attention_forward_train(float *out, float *att, float *noise, const float *q,
                                  const float *k, const float *v, int B, int T, int NH,
                                  int HS, double dropout_p, gptc_generator *g, int nthreads);
@@ -273,20 +270,52 @@ int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, const float *att,
                             const float *noise, int B, int T, int NH, int HS, int nthreads);
 
-/* The weights of MultiHeadAttention, by the book's attribute names.
- * The q/k/v biases are NULL when qkv_bias=False. */
+/* MultiHeadAttention as C sees it: its sizes, its weights by the book's
+ * attribute names, and the dropout on its attention weights. The q/k/v
+ * biases are NULL when qkv_bias=False. */
 typedef struct gptc_attention_params {
+    int d_in, d_out, num_heads;
     gptc_weight w_query; const float *b_query;   /* [d_out, d_in], [d_out] */
     gptc_weight w_key; const float *b_key;
     gptc_weight w_value; const float *b_value;
     gptc_weight w_out; const float *b_out;       /* out_proj: [d_out, d_out], [d_out] */
+    double dropout;                              /* dropout.p (0 in eval) */
 } gptc_attention_params;
 
-/* attention.c: the whole MultiHeadAttention module: projections, causal
- * attention, out_proj. x is (B, T, d_in), out is (B, T, d_out).
- * Allocates its scratch once; returns 0, or -1 if memory ran out. */
-int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p,
-                     int B, int T, int d_in, int d_out, int NH, double dropout_p,
+/* The keys and values of one layer for B sequences: rows of d_out floats,
+ * `capacity` rows per batch row (batch b starts at row b * capacity), of
+ * which the first `past` are filled. */
+typedef struct gptc_kv_cache {
+    float *k, *v;
+    int capacity, past;
+} gptc_kv_cache;
+
+/* The buffers of MultiHeadAttention over B * T tokens. */
+typedef struct gptc_mha_buffers {
+    float *q, *k, *v;   /* B * T * d_out floats each: the projections */
+    float *context;     /* B * T * d_out: the merged heads; may be the module's input */
+    float *scratch;     /* gptc_mha_scratch_floats(p, B, T, nthreads) floats */
+} gptc_mha_buffers;
+
+size_t gptc_mha_scratch_floats(const gptc_attention_params *p, int B, int T, int nthreads);
+
+/* attention.c: MultiHeadAttention on T new tokens per batch row, x
+ * (B, T, d_in) -> out (B, T, d_out), or out += the result with flags =
+ * GPTC_LINEAR_ACCUMULATE (a shortcut connection fused into out_proj).
+ * cache NULL: the plain forward over positions 0 .. T - 1. With a cache the
+ * new keys and values are stored at its rows past .. past + T - 1 and the
+ * queries attend over everything it holds (p->dropout must then be 0).
+ * With p->dropout > 0 the attention runs the training kernel, whose noise
+ * is drawn from g; else the inference kernel. The one function behind
+ * gptc_mha_forward and the attention half of the model's blocks (model.c).
+ * Returns 0, or -1 if memory ran out (only possible with dropout). */
+int gptc_mha_tokens(float *out, const float *x, const gptc_attention_params *p, int B, int T,
+                    const gptc_kv_cache *cache, gptc_generator *g, const gptc_mha_buffers *w,
+                    int flags, int nthreads);
+/* attention.c: the whole MultiHeadAttention module, x (B, T, d_in) ->
+ * out (B, T, d_out), with its buffers allocated once. Returns 0, or -1 if
+ * memory ran out. */
+int gptc_mha_forward(float *out, const float *x, const gptc_attention_params *p, int B, int T,
                      gptc_generator *g);
 
 
@@ -317,8 +346,7 @@ void gptc_adamw_update(float *param, const float *grad, float *m, float *v, size
 typedef struct gptc_block_params {
     const float *norm1_scale, *norm1_shift;
     float norm1_eps;
-    gptc_attention_params att;
-    double att_dropout;              /* attention-weight dropout (0 in eval) */
+    gptc_attention_params att;       /* d_in = d_out = emb_dim */
     const float *norm2_scale, *norm2_shift;
     float norm2_eps;
     gptc_weight w_fc; const float *b_fc;      /* ff.layers[0]: [H, C], [H] */
@@ -335,7 +363,7 @@ void gptc_feedforward_forward(float *out, const float *x, const gptc_block_param
                               int N, int C, float *hidden, int accumulate);
 
 typedef struct gptc_model_params {
-    int vocab_size, context_length, emb_dim, n_heads, n_layers;
+    int vocab_size, context_length, emb_dim, n_layers;   /* heads: blocks[l].att */
     const float *tok_emb;            /* [V, C] */
     const float *pos_emb;            /* [context_length, C] */
     double emb_dropout;              /* drop_emb (0 in eval) */

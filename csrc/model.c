@@ -14,10 +14,12 @@
  * block are allocated once and reused by every layer.
  *
  * Both forwards run the same block loop (forward_tokens). It takes T new
- * tokens at positions past .. past + T - 1, writes their keys and values
- * into a cache and lets them attend over everything cached so far. The
- * plain forward is the case past = 0 with a one-layer "cache" that is just
- * its own k and v buffers.
+ * tokens at positions past .. past + T - 1 and runs each block's attention
+ * half through gptc_mha_tokens (attention.c), the function behind
+ * MultiHeadAttention too, which writes their keys and values into the
+ * layer's cache and lets them attend over everything cached so far. The
+ * plain forward has no cache: past = 0 and each layer's keys and values
+ * live in the work buffers only as long as that layer needs them.
  */
 #include "gptc.h"
 
@@ -30,18 +32,17 @@ typedef struct work_buffers {
     float *normed;   /* norm1 / norm2 / final_norm output, then merged heads */
     float *q, *k, *v;
     float *branch;   /* output of att or ff before the shortcut */
-    float *scratch;  /* attention scratch (and dropout mask), or ff hidden */
+    float *scratch;  /* attention scratch (with dropout: its noise), or ff hidden */
 } work_buffers;
 
-/* Floats of scratch the widest block needs, for M tokens of B rows. */
+/* Floats of scratch the widest block needs, for T tokens of B rows. */
 static size_t scratch_floats(const gptc_model_params *m, int B, int T, int nthreads)
 {
-    const int NH = m->n_heads, HS = m->emb_dim / m->n_heads;
     size_t need = 0;
     for (int l = 0; l < m->n_layers; l++) {
         const gptc_block_params *blk = &m->blocks[l];
         size_t ff = (size_t)B * T * blk->hidden;
-        size_t att = gptc_attention_scratch_floats(B, T, NH, HS, blk->att_dropout, nthreads);
+        size_t att = gptc_mha_scratch_floats(&blk->att, B, T, nthreads);
         if (ff > need) need = ff;
         if (att > need) need = att;
     }
@@ -66,67 +67,47 @@ static float *alloc_work(work_buffers *w, size_t act, size_t scratch)
     return buf;
 }
 
-/* Copy the keys or values of T new tokens (B * T rows of C) into rows
- * past .. past + T - 1 of each batch row's cache (capacity rows each). */
-static void store_rows(float *cache, const float *rows, int B, int T, int past, int capacity,
-                       int C)
-{
-    if (cache == rows) {
-        return;   /* the plain forward's cache is its own buffer */
-    }
-    for (int b = 0; b < B; b++) {
-        memcpy(cache + ((size_t)b * capacity + past) * C, rows + (size_t)b * T * C,
-               (size_t)T * C * sizeof(float));
-    }
-}
-
 /*
  * The blocks over T new tokens per batch row at positions past ..
  * past + T - 1; on return w->x holds the residual stream after the last
- * block. Layer l's keys and values go to k_cache/v_cache + l * layer_stride
- * (B rows of `capacity` positions each). Attention with dropout is only
- * possible when past == 0 and the cache is w->k / w->v themselves (the
- * plain forward): it needs the (B, T, C) layout of gptc_attention_forward.
+ * block. With k_cache NULL this is the plain forward (past = 0); else
+ * layer l's keys and values go to k_cache/v_cache + l * layer_stride (B
+ * rows of `capacity` positions each). Returns 0, or -1 if the attention's
+ * scratch could not be allocated (only possible with dropout, which the
+ * cached forward never has).
  */
-static void forward_tokens(const gptc_model_params *m, const int64_t *idx, int B, int T,
-                           int past, float *k_cache, float *v_cache, size_t layer_stride,
-                           int capacity, const work_buffers *w, gptc_generator *g,
-                           int nthreads)
+static int forward_tokens(const gptc_model_params *m, const int64_t *idx, int B, int T,
+                          int past, float *k_cache, float *v_cache, size_t layer_stride,
+                          int capacity, const work_buffers *w, gptc_generator *g, int nthreads)
 {
-    const int C = m->emb_dim, NH = m->n_heads, HS = C / NH, M = B * T;
+    const int C = m->emb_dim, M = B * T;
     const size_t act = (size_t)M * C;
+    /* the merged heads go to `normed`, which the projections have read by then */
+    const gptc_mha_buffers att = {.q = w->q, .k = w->k, .v = w->v, .context = w->normed,
+                                  .scratch = w->scratch};
 
     gptc_encoder_forward(w->x, idx, m->tok_emb, m->pos_emb + (size_t)past * C, B, T, C);
     gptc_dropout_forward(w->x, w->x, act, m->emb_dropout, g);
 
     for (int l = 0; l < m->n_layers; l++) {
         const gptc_block_params *blk = &m->blocks[l];
-        const gptc_attention_params *a = &blk->att;
-        float *kc = k_cache + (size_t)l * layer_stride;
-        float *vc = v_cache + (size_t)l * layer_stride;
+        gptc_kv_cache cache = {0};
+        if (k_cache != NULL) {
+            cache = (gptc_kv_cache){k_cache + (size_t)l * layer_stride,
+                                    v_cache + (size_t)l * layer_stride, capacity, past};
+        }
+        /* In inference (no shortcut dropout) out_proj and the feed-forward
+         * output accumulate straight into the residual stream. */
+        const int fused = blk->shortcut_dropout == 0.0;
 
         /* attention half of the block */
         gptc_layernorm_forward(w->normed, w->x, blk->norm1_scale, blk->norm1_shift, M, C,
                                blk->norm1_eps);
-        gptc_linear_forward(w->q, w->normed, a->w_query, a->b_query, M, C, C, 0);
-        gptc_linear_forward(w->k, w->normed, a->w_key, a->b_key, M, C, C, 0);
-        gptc_linear_forward(w->v, w->normed, a->w_value, a->b_value, M, C, C, 0);
-        store_rows(kc, w->k, B, T, past, capacity, C);
-        store_rows(vc, w->v, B, T, past, capacity, C);
-        /* the merged heads go to `normed`, which is free again here */
-        if (blk->att_dropout > 0.0) {
-            gptc_attention_forward(w->normed, w->q, w->k, w->v, B, T, NH, HS,
-                                   blk->att_dropout, g, w->scratch, nthreads);
-        } else {
-            gptc_attention_cached_forward(w->normed, w->q, kc, vc, B, T, past, capacity, NH,
-                                          HS, w->scratch, nthreads);
-        }
-        if (blk->shortcut_dropout == 0.0) {
-            /* inference: out_proj accumulates straight into the residual stream */
-            gptc_linear_forward(w->x, w->normed, a->w_out, a->b_out, M, C, C,
-                                GPTC_LINEAR_ACCUMULATE);
-        } else {
-            gptc_linear_forward(w->branch, w->normed, a->w_out, a->b_out, M, C, C, 0);
+        if (gptc_mha_tokens(fused ? w->x : w->branch, w->normed, &blk->att, B, T,
+                            k_cache != NULL ? &cache : NULL, g, &att,
+                            fused ? GPTC_LINEAR_ACCUMULATE : 0, nthreads) != 0)
+            return -1;
+        if (!fused) {
             gptc_dropout_forward(w->branch, w->branch, act, blk->shortcut_dropout, g);
             gptc_residual_forward(w->x, w->x, w->branch, act);
         }
@@ -134,14 +115,14 @@ static void forward_tokens(const gptc_model_params *m, const int64_t *idx, int B
         /* feed-forward half of the block */
         gptc_layernorm_forward(w->normed, w->x, blk->norm2_scale, blk->norm2_shift, M, C,
                                blk->norm2_eps);
-        if (blk->shortcut_dropout == 0.0) {
-            gptc_feedforward_forward(w->x, w->normed, blk, M, C, w->scratch, 1);
-        } else {
-            gptc_feedforward_forward(w->branch, w->normed, blk, M, C, w->scratch, 0);
+        gptc_feedforward_forward(fused ? w->x : w->branch, w->normed, blk, M, C, w->scratch,
+                                 fused);
+        if (!fused) {
             gptc_dropout_forward(w->branch, w->branch, act, blk->shortcut_dropout, g);
             gptc_residual_forward(w->x, w->x, w->branch, act);
         }
     }
+    return 0;
 }
 
 int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params *m,
@@ -155,13 +136,15 @@ int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params 
     if (buf == NULL) {
         return -1;
     }
-    /* layer stride 0: every layer's keys and values live in w.k / w.v only
-     * as long as that layer needs them */
-    forward_tokens(m, idx, B, T, 0, w.k, w.v, 0, T, &w, g, nthreads);
-    gptc_layernorm_forward(w.normed, w.x, m->final_scale, m->final_shift, M, C, m->final_eps);
-    gptc_linear_forward(logits, w.normed, m->out_head_w, m->out_head_b, M, C, m->vocab_size, 0);
+    int rc = forward_tokens(m, idx, B, T, 0, NULL, NULL, 0, T, &w, g, nthreads);
+    if (rc == 0) {
+        gptc_layernorm_forward(w.normed, w.x, m->final_scale, m->final_shift, M, C,
+                               m->final_eps);
+        gptc_linear_forward(logits, w.normed, m->out_head_w, m->out_head_b, M, C,
+                            m->vocab_size, 0);
+    }
     free(buf);
-    return 0;
+    return rc;
 }
 
 /* ------------------------------------------------------------------------
@@ -242,9 +225,10 @@ static void last_logits(gptc_decoder *d, float *logits, int T)
                         m->vocab_size, 0);
 }
 
+/* Without dropout (a decoder has none) forward_tokens cannot fail. */
 void gptc_decoder_prefill(gptc_decoder *d, float *logits, const int64_t *idx, int T)
 {
-    forward_tokens(d->m, idx, d->B, T, 0, d->k_cache, d->v_cache, d->layer_stride,
+    (void)forward_tokens(d->m, idx, d->B, T, 0, d->k_cache, d->v_cache, d->layer_stride,
                    d->capacity, &d->w, NULL, decoder_threads(d));
     d->length = T;
     last_logits(d, logits, T);
@@ -252,7 +236,7 @@ void gptc_decoder_prefill(gptc_decoder *d, float *logits, const int64_t *idx, in
 
 void gptc_decoder_step(gptc_decoder *d, float *logits, const int64_t *next)
 {
-    forward_tokens(d->m, next, d->B, 1, d->length, d->k_cache, d->v_cache, d->layer_stride,
+    (void)forward_tokens(d->m, next, d->B, 1, d->length, d->k_cache, d->v_cache, d->layer_stride,
                    d->capacity, &d->w, NULL, decoder_threads(d));
     d->length += 1;
     last_logits(d, logits, 1);

@@ -1,6 +1,8 @@
 """Model configurations: the book's GPT_CONFIG_124M and the four GPT-2 sizes."""
+import numpy as np
 
-__all__ = ["GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config"]
+__all__ = ["GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
+           "check_probability"]
 
 #: The configuration of section 4.1, exactly as the book writes it.
 GPT_CONFIG_124M = {
@@ -36,6 +38,17 @@ def gpt2_config(name, **overrides):
     return cfg
 
 
+def check_probability(p, name):
+    """``p`` as a dropout probability: a real number in [0, 1]. Raises
+    TypeError/ValueError naming ``name``, with the message the C binding
+    gives for a probability (csrc/py/args.c). Returns ``p`` as given."""
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number in [0, 1], got {type(p).__name__}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
+    return p
+
+
 _INT_KEYS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
 
 
@@ -55,9 +68,7 @@ def check_config(cfg, keys=None):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"cfg[{key!r}] must be a positive integer, got {value!r}")
         elif key == "drop_rate":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) \
-                    or not 0.0 <= value <= 1.0:
-                raise ValueError(f"cfg['drop_rate'] must be in [0, 1], got {value!r}")
+            check_probability(value, "cfg['drop_rate']")
         elif key == "qkv_bias":
             if not isinstance(value, bool):
                 raise ValueError(f"cfg['qkv_bias'] must be True or False, got {value!r}")

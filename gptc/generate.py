@@ -56,11 +56,8 @@ def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, 
     tok_emb = getattr(model, "tok_emb", None)
     vocab_size = getattr(tok_emb, "num_embeddings", None)
     if vocab_size is not None:
-        bad = (idx < 0) | (idx >= vocab_size)
-        if bad.any():
-            pos = int(np.flatnonzero(bad)[0])
-            raise IndexError(f"idx contains token id {int(idx.flat[pos])} at flat position "
-                             f"{pos}, outside the vocabulary: ids must be in [0, {vocab_size})")
+        # all of the prompt, also what a window will crop away
+        _C.check_in_idx(idx, vocab_size, "idx")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer,
                                                                      np.floating)) \
             or not np.isfinite(temperature) or temperature < 0:
@@ -92,7 +89,7 @@ def _cached_decoder(model, batch, capacity):
     args = arguments() if arguments is not None else None
     if args is None:
         return None
-    return _C.Decoder(*args, batch, capacity)
+    return _C.Decoder(**args, batch=batch, capacity=capacity)
 
 
 def generate(model, idx, max_new_tokens, context_size, temperature=0.0, top_k=None,

@@ -25,6 +25,23 @@ def small_config(**overrides):
     return cfg
 
 
+def c_entry_points():
+    """Every function and type of gptc._C and gptc._C._testing, and the methods of its
+    types ("Decoder.step"): what test_bad_input.py and fuzz_c_api.py must cover."""
+    from gptc import _C
+    names = set()
+    for prefix, module in (("", _C), ("_testing.", _C._testing)):
+        for name in dir(module):
+            value = getattr(module, name)
+            if name.startswith("__") or not callable(value):
+                continue
+            names.add(prefix + name)
+            if isinstance(value, type):
+                names.update(f"{name}.{m}" for m in vars(value)
+                             if not m.startswith("__") and callable(getattr(value, m)))
+    return sorted(names)
+
+
 def gpt2_124m_against_float32(dtype):
     """GPT-2 124M (seed 123) in float32, then after to_dtype(dtype), on the book's batch
     and teacher-forced along float32's greedy continuation of "Hello, I am" (100 new

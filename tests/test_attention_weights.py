@@ -122,21 +122,6 @@ def test_training_mode_is_refused_with_what_to_do():
         gptc.attention_weights(model, [[1, 2]])
 
 
-@pytest.mark.parametrize("idx,error,message", [
-    ([1, 2, 3], ValueError, r"idx must have shape \(batch_size, seq_len\), got shape \(3,\)"),
-    ([[1.0, 2.0]], TypeError, "idx must hold integer token ids, got an array of dtype float64"),
-    ([[1, 1000]], IndexError, r"idx contains token id 1000 .* \[0, 1000\)"),
-    ([[-1, 2]], IndexError, "idx contains token id -1"),
-    ([list(range(17))], ValueError, "idx holds sequences of 17 tokens, longer than the "
-                                    "context_length 16"),
-    (np.zeros((1, 0), np.int64), ValueError, r"idx has shape \(1, 0\)"),
-])
-def test_bad_idx_raises_naming_idx(idx, error, message):
-    model = gptc.GPTModel(small_config()).eval()
-    with pytest.raises(error, match=message):
-        gptc.attention_weights(model, idx)
-
-
 def test_only_a_gpt_model_with_the_books_blocks_is_accepted():
     with pytest.raises(TypeError, match="model must be a gptc.GPTModel, got DummyGPTModel"):
         gptc.attention_weights(gptc.DummyGPTModel(small_config()).eval(), [[1]])

@@ -28,13 +28,9 @@ def test_to_bfloat16_rounds_like_torch(torch):
     assert np.all(np.isnan(widened))
 
 
-def test_to_bfloat16_keeps_the_shape_and_checks_its_input():
+def test_to_bfloat16_keeps_the_shape():
     x = np.ones((2, 3, 4), np.float32)
     assert _C.to_bfloat16(x).shape == (2, 3, 4) and _C.to_bfloat16(x).dtype == np.uint16
-    with pytest.raises(TypeError, match="input must have dtype float32, got float64"):
-        _C.to_bfloat16(np.ones(3))
-    with pytest.raises(TypeError, match=r"weight must have dtype float32 or uint16 \(bfloat16 bits\), got int16"):
-        _C.linear(np.ones((2, 4), np.float32), np.ones((3, 4), np.int16), None)
 
 
 def _small_network():

@@ -330,7 +330,7 @@ def test_gpt_model_in_int8_small_config():
     np.testing.assert_allclose(one_call, modules, rtol=1e-5, atol=1e-5)
     # the prefill runs the blocks on 12 rows (packed, as the one call) and out_head on
     # the last position's 2 rows (quantised), as each step runs everything
-    decoder = _C.Decoder(*model._one_call_arguments(), 2, 12)
+    decoder = _C.Decoder(**model._one_call_arguments(), batch=2, capacity=12)
     step_worst = float(np.abs(decoder.prefill(np.ascontiguousarray(ids[:, :6]))
                               - one_call[:, 5]).max())
     for t in range(6, 12):
@@ -356,7 +356,7 @@ def test_gpt2_124m_in_int8_stays_close_to_float32():
     (widened weights) and in KV-cache decoder steps (quantised activations)."""
     from conftest import gpt2_124m_against_float32
     model, text, diff, ref_next, forward_next = gpt2_124m_against_float32("int8")
-    decoder = _C.Decoder(*model._one_call_arguments(), 1, text.shape[1])
+    decoder = _C.Decoder(**model._one_call_arguments(), batch=1, capacity=text.shape[1])
     step_next = [int(decoder.prefill(np.ascontiguousarray(text[:, :4])).argmax())]
     for t in range(4, text.shape[1] - 1):
         step_next.append(int(decoder.step(np.ascontiguousarray(text[:, t])).argmax()))

@@ -68,6 +68,24 @@ def test_one_call_forward_equals_module_by_module(gpt124m_pair):
     report("one call vs module by module", model(batch), stepwise, atol=1e-5)
 
 
+def test_training_mode_one_call_draws_what_the_modules_draw():
+    """In training mode without gradients the one C call drops what the module-by-module
+    forward drops: each dropout (embeddings, attention weights through the training
+    kernel, both shortcuts) draws the same values in the same order, so the logits are
+    the same bits and the generator ends in the same state."""
+    gptc.manual_seed(5)
+    model = gptc.GPTModel(small_config(drop_rate=0.3, qkv_bias=True))
+    ids = np.random.default_rng(6).integers(0, 1000, (2, 16))
+    gptc.manual_seed(9)
+    stepwise = np.asarray(model(ids))   # recording: module by module
+    after_stepwise = gptc.get_rng_state()
+    gptc.manual_seed(9)
+    with gptc.no_grad():
+        one_call = model(ids)
+    report("train-mode one call vs module by module", one_call, stepwise)
+    np.testing.assert_array_equal(gptc.get_rng_state(), after_stepwise)
+
+
 def test_customised_model_runs_its_own_modules():
     """If a user swaps a block for their own module, forward uses it (the one-call
     C path is only taken for the book's exact architecture)."""
@@ -111,6 +129,18 @@ def test_generate_text_simple_crops_the_context(torch, ref):
     out = gptc.generate_text_simple(g_model, start, 8, context_size=5)
     assert out.shape == (2, 12)
     np.testing.assert_array_equal(out, expected)
+
+
+def test_generate_crops_a_long_prompt():
+    """generate_text_simple with a prompt longer than the context crops it and works, giving the
+    same tokens as generating from the last context_length tokens."""
+    model = gptc.GPTModel(small_config(n_layers=2)).eval()
+    prompt = np.random.default_rng(0).integers(0, 1000, (2, 20))
+    out = gptc.generate_text_simple(model, prompt, max_new_tokens=3, context_size=16)
+    assert out.shape == (2, 23) and out.dtype == np.int64
+    np.testing.assert_array_equal(out[:, :20], prompt)
+    cropped = gptc.generate_text_simple(model, prompt[:, -16:], max_new_tokens=3, context_size=16)
+    np.testing.assert_array_equal(out[:, 20:], cropped[:, 16:])
 
 
 def test_state_dict_keys_are_the_books(torch, ref):

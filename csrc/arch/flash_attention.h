@@ -95,9 +95,9 @@ static inline __attribute__((always_inline)) void scale_row(float *o, float f, i
     }
 }
 
-/* The vector parts of a task, defined per instruction set in
- * attention_tile.h: scores of a 4-row tile and of one row; output updates
- * of a 4-row tile and of one row. */
+/* The vector parts of a task, defined below once per instruction set (on
+ * vectors of ATT_VEC floats): scores of a 4-row tile and of one row;
+ * output updates of a 4-row tile and of one row. */
 typedef void (*scores_tile_fn)(float *s, const float *const *q, const float *kt, int HS);
 typedef void (*scores_row_fn)(float *s, const float *q, const float *kt, int HS);
 typedef void (*values_tile_fn)(float *const *o, const float *p, const float *v, size_t ldv,

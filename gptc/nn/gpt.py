@@ -4,9 +4,9 @@ Reading order, as in the chapter: ``DummyGPTModel`` (4.1), ``LayerNorm`` and
 ``GELU`` (layers.py), ``FeedForward`` (4.3), ``MultiHeadAttention`` (from
 chapter 3), ``TransformerBlock`` (4.5), ``GPTModel`` (4.6).
 
-Every module can be called on its own; ``GPTModel.forward`` runs the whole
-network in one C call (csrc/model.c) that reads the weights where these
-modules hold them.
+Every module can be called on its own. Without gradients ``GPTModel.forward``
+runs the whole network in one C call (csrc/model.c) that reads the weights
+where these modules hold them; while recording it calls the modules one by one.
 """
 import warnings
 
@@ -15,7 +15,7 @@ import numpy as np
 from .. import _C
 from .._convert import as_float32, as_token_ids
 from ..autograd import Tensor, data_of, recording
-from ..config import check_config
+from ..config import check_config, check_probability
 from ..random import default_generator
 from . import functional as F
 from .hooks import has_hooks, has_own_hooks
@@ -58,12 +58,11 @@ def _stored(weight):
     return weight if weight.inference_copy is None else weight.inference_copy
 
 
-def _check_input(x, name, ndim, last_dim):
-    if x.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {x.shape}")
-    if x.shape[-1] != last_dim:
-        raise ValueError(f"{name} has shape {x.shape}: its last dimension must be "
-                         f"{last_dim}")
+def _c_weights(module):
+    """The arrays C reads for ``module``, under their state-dict keys: each
+    parameter and buffer, a Linear weight as it is stored (``_stored``)."""
+    return {key: _stored(value) if isinstance(owner, Linear) and name == "weight" else value
+            for key, owner, name, value in module._state_entries()}
 
 
 class MultiHeadAttention(Module):
@@ -83,9 +82,7 @@ class MultiHeadAttention(Module):
                 raise ValueError(f"{arg} must be a positive integer, got {value!r}")
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) \
-                or not 0.0 <= dropout <= 1.0:
-            raise ValueError(f"dropout must be a probability in [0, 1], got {dropout!r}")
+        check_probability(dropout, "dropout")
         if not isinstance(context_length, int) or context_length <= 0:
             raise ValueError(f"context_length must be a positive integer, got "
                              f"{context_length!r}")
@@ -105,7 +102,9 @@ class MultiHeadAttention(Module):
         array-like is accepted and converted to contiguous float32."""
         if not isinstance(x, Tensor):
             x = as_float32(x)
-        _check_input(x, "input", 3, self.W_query.in_features)
+        # (its last dimension is checked by the binding, as every Linear's input)
+        if x.ndim != 3:
+            raise ValueError(f"input must have 3 dimensions, got shape {x.shape}")
         if x.shape[1] > self.context_length:
             raise ValueError(f"input holds {x.shape[1]} tokens, more than context_length "
                              f"{self.context_length}")
@@ -121,11 +120,9 @@ class MultiHeadAttention(Module):
             context = F.causal_attention(queries, keys, values, self.num_heads,
                                          _dropout_p(self.dropout))
             return self.out_proj(context)
-        return _C.multihead_attention(
-            x, _stored(self.W_query.weight), self.W_query.bias, _stored(self.W_key.weight),
-            self.W_key.bias, _stored(self.W_value.weight), self.W_value.bias,
-            _stored(self.out_proj.weight), self.out_proj.bias, self.num_heads,
-            _dropout_p(self.dropout), default_generator)
+        weights = _c_weights(self)
+        weights["dropout.p"] = _dropout_p(self.dropout)
+        return _C.multihead_attention(x, weights, self.num_heads, default_generator)
 
 
 class FeedForward(Module):
@@ -182,22 +179,11 @@ class TransformerBlock(Module):
 
 
 def _check_in_idx(in_idx, context_length, vocab_size, name="in_idx"):
-    """Token ids as a (batch, seq_len) int64 array, or a clear error naming ``name``."""
+    """Token ids as a (batch, seq_len) int64 array, checked as the one-call C
+    forward checks them (a non-empty batch and sequence, seq_len <=
+    context_length, ids in [0, vocab_size)), for the module-by-module forward."""
     in_idx = as_token_ids(in_idx, name=name, ndim=2)
-    batch, seq_len = in_idx.shape
-    if batch == 0 or seq_len == 0:
-        raise ValueError(f"{name} has shape {in_idx.shape}: the batch and the sequence "
-                         "must each hold at least one token")
-    if seq_len > context_length:
-        raise ValueError(f"{name} holds sequences of {seq_len} tokens, longer than the "
-                         f"context_length {context_length} (crop it to the last "
-                         "context_length tokens, as generate_text_simple does)")
-    bad = (in_idx < 0) | (in_idx >= vocab_size)
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise IndexError(f"{name} contains token id {int(in_idx.flat[pos])} at flat position "
-                         f"{pos}, outside the vocabulary: ids must be in [0, {vocab_size}) for "
-                         f"vocab_size {vocab_size}")
+    _C.check_in_idx(in_idx, vocab_size, name, context_length)
     return in_idx
 
 
@@ -287,29 +273,29 @@ class GPTModel(Module):
         return all(_is_book_block(block, emb_dim, n_heads) for block in blocks)
 
     def _one_call_arguments(self):
-        """The weights in the order gptc._C.gpt_forward takes them, or None if
-        a submodule was replaced by something the C forward does not know, or
-        if a module of the model has a hook (the C forward would skip it)."""
+        """The model as gptc._C.gpt_forward and gptc._C.Decoder take it
+        (``weights``, ``n_layers``, ``n_heads``), or None if a submodule was
+        replaced by something the C forward does not know, or if a module of
+        the model has a hook (the C forward would skip it).
+
+        ``weights`` maps every state-dict key to the array C reads (a Linear
+        weight as stored, see ``_stored``) and the numbers of the modules to
+        their attribute names: ``trf_blocks.0.norm1.eps``, ``drop_emb.p``
+        (the probability dropout applies now: 0 in eval mode) and so on."""
         if has_hooks(self) or not self._is_book_model():
             return None
         blocks = self.trf_blocks
-        n_heads = blocks[0].att.num_heads
-        block_args = []
-        for block in blocks:
-            att, ff = block.att, block.ff.layers
-            block_args.append((
-                block.norm1.scale, block.norm1.shift, block.norm1.eps,
-                _stored(att.W_query.weight), att.W_query.bias, _stored(att.W_key.weight),
-                att.W_key.bias, _stored(att.W_value.weight), att.W_value.bias,
-                _stored(att.out_proj.weight), att.out_proj.bias,
-                _dropout_p(att.dropout),
-                block.norm2.scale, block.norm2.shift, block.norm2.eps,
-                _stored(ff[0].weight), ff[0].bias, _stored(ff[2].weight), ff[2].bias,
-                _dropout_p(block.drop_shortcut)))
-        return (self.tok_emb.weight, self.pos_emb.weight, block_args,
-                self.final_norm.scale, self.final_norm.shift, self.final_norm.eps,
-                _stored(self.out_head.weight), self.out_head.bias, n_heads,
-                _dropout_p(self.drop_emb), default_generator)
+        weights = _c_weights(self)
+        weights["drop_emb.p"] = _dropout_p(self.drop_emb)
+        weights["final_norm.eps"] = self.final_norm.eps
+        for i, block in enumerate(blocks):
+            prefix = f"trf_blocks.{i}."
+            weights[prefix + "norm1.eps"] = block.norm1.eps
+            weights[prefix + "att.dropout.p"] = _dropout_p(block.att.dropout)
+            weights[prefix + "norm2.eps"] = block.norm2.eps
+            weights[prefix + "drop_shortcut.p"] = _dropout_p(block.drop_shortcut)
+        return {"weights": weights, "n_layers": len(blocks),
+                "n_heads": blocks[0].att.num_heads}
 
     def forward(self, in_idx):
         """Logits (batch, seq_len, vocab_size), float32, for integer token ids
@@ -319,19 +305,31 @@ class GPTModel(Module):
         to contiguous int64 once); float ids raise TypeError, ids outside
         [0, vocab_size) raise IndexError naming the id.
 
-        Without hooks and without recording gradients this is one C call.
-        While a forward hook or pre-hook is registered on the model or any
-        module in it (``register_forward_hook``), the modules are called one
-        by one instead, as while recording, so that every hook fires (under
-        ``no_grad`` too); the logits are the same either way."""
-        in_idx = _check_in_idx(data_of(in_idx), self.pos_emb.num_embeddings,
-                               self.tok_emb.num_embeddings)
+        Two paths compute the same logits:
+
+        - recording gradients (the default, as in PyTorch, whenever a
+          parameter requires them) or with a forward hook or pre-hook on the
+          model or any module in it (``register_forward_hook``, under
+          ``no_grad`` too): the modules are called one by one, as the book
+          writes it, so that backward can run through each of them and every
+          hook fires. The C behind each module is listed in the README's
+          book-to-C table.
+        - otherwise (under ``gptc.no_grad()``, after ``requires_grad_(False)``
+          on every parameter, and in ``generate``): one C call,
+          ``gptc._C.gpt_forward`` (csrc/py/py_model.c), which runs
+          ``gptc_gpt_forward`` and its block loop ``forward_tokens``
+          (csrc/model.c) on the weights where these modules hold them.
+
+        A model whose submodules were replaced by other kinds of module
+        always takes the first path."""
+        in_idx = as_token_ids(data_of(in_idx), ndim=2)
         if not recording(*self.parameters()):
             args = self._one_call_arguments()
             if args is not None:
-                return _C.gpt_forward(in_idx, *args)
+                return _C.gpt_forward(in_idx, generator=default_generator, **args)
         # Recording gradients, hooks, or a customised model: run the modules
         # one by one, as the book writes it.
+        _check_in_idx(in_idx, self.pos_emb.num_embeddings, self.tok_emb.num_embeddings)
         return _forward_through_modules(self, in_idx)
 
 

@@ -12,9 +12,10 @@ import math
 import numpy as np
 
 from .. import _C
+from ..config import check_probability
 from ..random import default_generator
 from . import functional as F
-from .module import Module, Parameter
+from .module import Int8Weight, Module, Parameter
 from .utils import init_skipped
 
 __all__ = ["Linear", "Embedding", "Dropout", "ReLU", "GELU", "LayerNorm", "MSELoss"]
@@ -26,14 +27,6 @@ def _check_size(value, name, allow_zero=False):
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{name} must be positive, got {value}")
     return int(value)
-
-
-def _check_probability(p, name="p"):
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number in [0, 1], got {type(p).__name__}")
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {p}")
-    return p
 
 
 class Linear(Module):
@@ -76,6 +69,20 @@ class Linear(Module):
 
     def forward(self, x):
         return F.linear(x, self.weight, self.bias)
+
+    def _store_weights_as(self, dtype):
+        # Module.to_dtype: the bfloat16 or int8 copy C reads instead of the
+        # weight, which stays read-only meanwhile so that the two cannot disagree.
+        weight = self.weight
+        if weight.inference_dtype == dtype:
+            return
+        copy = None
+        if dtype != "float32":
+            flat = np.ascontiguousarray(weight)
+            copy = _C.to_bfloat16(flat) if dtype == "bfloat16" else Int8Weight(*_C.to_int8(flat))
+        weight.inference_copy = copy
+        weight.inference_dtype = dtype
+        weight.flags.writeable = dtype == "float32"
 
     def extra_repr(self):
         text = (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -122,7 +129,7 @@ class Dropout(Module):
 
     def __init__(self, p=0.5):
         super().__init__()
-        self.p = _check_probability(p)   # kept as given: Dropout(0) prints p=0, as in PyTorch
+        self.p = check_probability(p, "p")   # kept as given: Dropout(0) prints p=0, as in PyTorch
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training)

@@ -111,12 +111,6 @@ class Int8Weight(namedtuple("Int8Weight", ["values", "scales"])):
     def nbytes(self):
         """Bytes of the values and the scales: 1.0625 per weight (blocks of 32)."""
         return self.values.nbytes + self.scales.nbytes
-def _inference_copy(weight, dtype):
-    from .. import _C
-    flat = np.ascontiguousarray(weight)
-    if dtype == "bfloat16":
-        return _C.to_bfloat16(flat)
-    return Int8Weight(*_C.to_int8(flat))
 
 
 _INFERENCE_DTYPES = ("float32", "bfloat16", "int8")
@@ -429,17 +423,14 @@ class Module:
         """
         if dtype not in _INFERENCE_DTYPES:
             raise ValueError(f"dtype must be 'float32', 'bfloat16' or 'int8', got {dtype!r}")
-        from .layers import Linear
         for module in self.modules():
-            if not isinstance(module, Linear):
-                continue
-            weight = module.weight
-            if weight.inference_dtype == dtype:
-                continue
-            weight.inference_copy = None if dtype == "float32" else _inference_copy(weight, dtype)
-            weight.inference_dtype = dtype
-            weight.flags.writeable = dtype == "float32"
+            module._store_weights_as(dtype)
         return self
+
+    def _store_weights_as(self, dtype):
+        """The hook ``to_dtype`` calls on every module: keep this module's own
+        weights in ``dtype`` for inference. Modules whose weights stay float32
+        (all but Linear) do nothing."""
 
     def zero_grad(self, set_to_none=True):
         """Reset the gradients of every parameter (to None, as PyTorch does by default)."""
