@@ -1,31 +1,18 @@
 """notebooks/ch04.ipynb, the chapter walked through with gptc: it runs without an
 error against the gptc under test and prints the book's numbers.
 
-The notebook is executed in a fresh Jupyter kernel (nbclient), in the notebooks
-directory, with PYTHONPATH pointing at the directory that holds the imported gptc
-package, so the kernel uses the same gptc as this test run.
+The notebook is executed in a fresh Jupyter kernel against the gptc of this test
+run (tests/notebooks.py).
 """
-import os
 import re
 
 import pytest
 
 import gptc
+import notebooks
 from conftest import BOOK_BATCH
 
-nbformat = pytest.importorskip(
-    "nbformat", reason="executing the notebook needs nbformat (pip install '.[test]')")
-nbclient = pytest.importorskip(
-    "nbclient", reason="executing the notebook needs nbclient (pip install '.[test]')")
-pytest.importorskip(
-    "ipykernel", reason="executing the notebook needs ipykernel (pip install '.[test]')")
-pytest.importorskip(
-    "matplotlib", reason="the notebook plots GELU and ReLU with matplotlib "
-    "(pip install '.[test]')")
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-NOTEBOOK_DIR = os.path.join(REPO_ROOT, "notebooks")
-NOTEBOOK = os.path.join(NOTEBOOK_DIR, "ch04.ipynb")
+NOTEBOOK = "ch04.ipynb"
 
 BOOK_WITHOUT_SHORTCUT = [0.00020173587836325169, 0.00012011159560643137,
                          0.0007152039906941354, 0.0013988736318424344, 0.005049645435065031]
@@ -35,46 +22,20 @@ GENERATED_IDS = [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267, 4
                  47062, 34657]
 
 
-def _text_outputs(nb):
-    """Everything the code cells printed or displayed as text, cell by cell."""
-    texts = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        parts = []
-        for output in cell.get("outputs", []):
-            if output.output_type == "stream":
-                parts.append(output.text)
-            elif output.output_type in ("execute_result", "display_data"):
-                parts.append(output.get("data", {}).get("text/plain", ""))
-        texts.append("".join(parts))
-    return texts
-
-
 @pytest.fixture(scope="module")
-def executed(tmp_path_factory):
+def executed():
     """The notebook after a full run in a new kernel (the file is not modified)."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(gptc.__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     record_timing=False,
-                                     resources={"metadata": {"path": NOTEBOOK_DIR}})
-    client.execute(env=env)
+    nb, _ = notebooks.execute(NOTEBOOK)
     return nb
 
 
 def test_no_cell_raised(executed):
-    errors = [output for cell in executed.cells if cell.cell_type == "code"
-              for output in cell.outputs if output.output_type == "error"]
-    assert errors == []
-    assert all(cell.execution_count for cell in executed.cells if cell.cell_type == "code")
+    assert notebooks.errors(executed) == []
+    assert all(notebooks.execution_counts(executed))
 
 
 def test_notebook_prints_the_books_numbers(executed):
-    out = "\n".join(_text_outputs(executed))
+    out = "\n".join(notebooks.text_outputs(executed))
     for expected in ["-1.2034", "0.3613", "0.4222", "-0.0711", "0.3483", "0.4661", "-0.2838",
                      "[[0.226  0.347  0.     0.2216 0.     0.    ]",
                      "163,009,536", "124,412,160", "621.83",
@@ -90,7 +51,7 @@ def test_notebook_prints_the_books_numbers(executed):
 def test_notebook_prints_the_books_gradient_means(executed):
     """Section 4.4: the ten mean absolute gradients, without then with shortcuts,
     equal the book's to 5 significant digits."""
-    out = "\n".join(_text_outputs(executed))
+    out = "\n".join(notebooks.text_outputs(executed))
     found = re.findall(r"^(layers\.\d\.0\.weight) has gradient mean of (\S+)$", out, re.M)
     assert [name for name, _ in found] == [f"layers.{i}.0.weight" for i in range(5)] * 2
     means = [float(value) for _, value in found]
@@ -118,7 +79,7 @@ def _block_norms_in_torch(torch, ref, batch):
 def test_notebook_hook_prints_the_block_norms_torch_hooks_see(executed, torch, ref):
     """The forward-hook cell prints, for drop_emb and each of the 12 blocks, the
     mean token norm that the same hooks give on the book's PyTorch model."""
-    out = "\n".join(_text_outputs(executed))
+    out = "\n".join(notebooks.text_outputs(executed))
     found = re.findall(r"^(drop_emb|trf_blocks\.\d+) +\(2, 4, 768\) +mean token norm (\S+)$",
                        out, re.M)
     assert [name for name, _ in found] == ["drop_emb"] + [f"trf_blocks.{i}" for i in range(12)]
@@ -130,35 +91,31 @@ def test_notebook_hook_prints_the_block_norms_torch_hooks_see(executed, torch, r
 
 
 def _attention_plot_cells(nb):
-    return [cell for cell in nb.cells if cell.cell_type == "code" and "imshow" in cell.source
-            and "attention" in cell.source]
+    return [cell for cell in notebooks.code_cells_containing(nb, "imshow")
+            if "attention" in cell.source]
 
 
 def test_notebook_shows_the_attention_maps(executed):
     """The attention-map cells print the (12, 1, 12, 4, 4) weights of "Every effort
     moves you" with rows summing to 1, and the heat-map cell displays an image."""
-    out = "\n".join(_text_outputs(executed))
+    out = "\n".join(notebooks.text_outputs(executed))
     assert "attention weights: (12, 1, 12, 4, 4) float32" in out
     assert "every row sums to 1: True" in out
     assert re.search(r"block 0, head 0:\n\[\[1\. +0\. +0\. +0\. +\]", out)
     (plot_cell,) = _attention_plot_cells(executed)
-    assert any("image/png" in output.get("data", {}) for output in plot_cell.outputs)
+    assert notebooks.shows_an_image(plot_cell)
 
 
 def test_notebook_needs_no_torch():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    sources = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
-    assert not re.search(r"^\s*(import|from)\s+torch\b", sources, re.M)
+    assert not notebooks.imports_torch(notebooks.read(NOTEBOOK))
 
 
 def test_stored_notebook_has_its_outputs():
     """The committed file carries the outputs of one complete run, so it reads on
     GitHub without running it (re-run and save after editing a cell)."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    code_cells = [cell for cell in nb.cells if cell.cell_type == "code"]
-    counts = [cell.execution_count for cell in code_cells]
-    assert counts == list(range(1, len(code_cells) + 1)), counts
-    assert not any(output.output_type == "error" for cell in code_cells
-                   for output in cell.outputs)
+    nb = notebooks.read(NOTEBOOK)
+    counts = notebooks.execution_counts(nb)
+    assert counts == list(range(1, len(counts) + 1)), counts
+    assert notebooks.errors(nb) == []
     (plot_cell,) = _attention_plot_cells(nb)
-    assert any("image/png" in output.get("data", {}) for output in plot_cell.outputs)
+    assert notebooks.shows_an_image(plot_cell)
