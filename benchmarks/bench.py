@@ -34,7 +34,9 @@ Ratios are PyTorch time / gptc time: above 1 means gptc is faster.
                                 [--verdict-model DIR] [--verdict-epochs N] [--verdict-text FILE]
 """
 import argparse
+import collections
 import datetime
+import functools
 import importlib.util
 import json
 import os
@@ -78,9 +80,6 @@ REPEATS = {
 }
 
 
-CASE_NUMBERS = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
-
-
 # ---------------------------------------------------------------- helpers
 
 def parse_args():
@@ -115,8 +114,8 @@ def parse_args():
         args.cases = sorted({int(c) for c in args.cases.split(",") if c.strip()})
     except ValueError:
         parser.error(f"--cases takes case numbers separated by commas, got {args.cases!r}")
-    if not args.cases or not set(args.cases) <= CASE_NUMBERS:
-        parser.error(f"--cases takes numbers from {sorted(CASE_NUMBERS)}, got {args.cases}")
+    if not args.cases or not set(args.cases) <= set(CASES):
+        parser.error(f"--cases takes numbers from {sorted(CASES)}, got {args.cases}")
     if 10 in args.cases and not os.path.isfile(args.verdict_text):
         parser.error(f"case 10 reads The Verdict, not found at {args.verdict_text} "
                      "(--verdict-text FILE)")
@@ -172,8 +171,9 @@ def fmt_rate(s, work, unit, digits=1):
             f"{work / s['min']:.{digits}f}, n={s['n']})")
 
 
-def print_table(title, headers, rows):
-    """The one table printer: a title, a header row and left-aligned columns."""
+def print_table(title, headers, rows, notes=()):
+    """The one table printer: a title, a header row, left-aligned columns and the notes
+    under them."""
     widths = [max(len(str(r[i])) for r in [headers] + rows) for i in range(len(headers))]
     line = "  ".join("-" * w for w in widths)
     print(f"\n{title}")
@@ -182,7 +182,10 @@ def print_table(title, headers, rows):
     print(line)
     for row in rows:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
-    print(line, flush=True)
+    print(line)
+    for note in notes:
+        print(f"  {note}")
+    sys.stdout.flush()
 
 
 def proc_status_kib(field):
@@ -846,6 +849,279 @@ def case_int8(gmodel, new_tokens, repeats, bandwidth_gbs, verdict_dir, verdict_t
     return out
 
 
+# ---------------------------------------------------------------- the cases, by number
+
+Table = collections.namedtuple("Table", "title headers rows notes", defaults=((),))
+Table.__doc__ = "One printed table: a title, column headers, rows and notes printed under it."
+
+
+class Run:
+    """What the cases of one run share: the arguments, the repeats, the results so far
+    (by case key) and the inputs several cases use, each built when first asked for."""
+
+    def __init__(self, args, header):
+        self.args, self.header = args, header
+        self.reps = REPEATS["quick" if args.quick else "full"]
+        self.threads, self.new_tokens = args.threads, args.new_tokens
+        self.results = {}
+
+    @functools.cached_property
+    def models(self):
+        """(gptc model, PyTorch model): GPT-2 124M with seed 123, eval mode."""
+        progress("building GPT-2 124M (seed 123) in gptc, loading it into PyTorch")
+        return build_models()[:2]
+
+    @functools.cached_property
+    def onnx(self):
+        """The ONNX Runtime session of the PyTorch model, or None without onnxruntime."""
+        return onnx_session(self.models[1], self.threads)
+
+    @functools.cached_property
+    def peak(self):
+        """Case 11's measurement: GFLOP/s by kernel set and thread count."""
+        return case_fma_peak(self.threads, self.reps["fma_iterations"])
+
+    @functools.cached_property
+    def bandwidth(self):
+        """Case 7's measurement: the streaming-read bandwidth and the decode bound."""
+        weight_bytes = (decode_bytes(self.models[0]) if "models" in self.__dict__
+                        else DECODE_BYTES_124M)
+        return case_bandwidth(self.threads, self.reps["bandwidth"], weight_bytes)
+
+
+FORWARD_INPUTS = {  # case: (repeats key, token ids (built after numpy's import), label)
+    1: ("fwd_2x4", lambda: np.array(BOOK_BATCH, dtype=np.int64), "(2, 4) book batch"),
+    2: ("fwd_4x64", lambda: long_ids(64, batch=4), "(4, 64)"),
+    3: ("fwd_1x1024", lambda: long_ids(1024), "(1, 1024)"),
+}
+
+
+def report_forward(run, number):
+    reps_key, make_ids, label = FORWARD_INPUTS[number]
+    gmodel, tmodel = run.models
+    onnx = run.onnx
+    r = case_forward(gmodel, tmodel, make_ids(), run.reps[reps_key], label, onnx)
+    onnx_name = f"ONNX Runtime {onnx.version}" if onnx else "ONNX Runtime"
+    row = [f"{number}. forward {label}", fmt_time(r["gptc"]), fmt_time(r["torch"]),
+           f"{r['ratio']:.2f}", fmt_time(r["onnx"]) if onnx else "",
+           f"{r['ratio_onnx']:.2f}" if onnx else "",
+           f"{r['max_abs_logit_diff']:.1e}"
+           + (f" / {r['max_abs_logit_diff_onnx']:.1e}" if onnx else "")]
+    return r, [Table("GPT-2 124M forward, eval mode, all logits (float32)",
+                     ["case", "gptc", "PyTorch", "ratio", onnx_name, "ratio",
+                      "max |logit diff| (PyTorch / ONNX)"], [row],
+                     ["ratio = other time / gptc time; ONNX Runtime runs the book's model "
+                      "exported with torch.onnx.export (CPUExecutionProvider)"])]
+
+
+def report_generate(run):
+    gen = case_generate(*run.models, run.new_tokens, run.reps["generate"])
+    n = run.new_tokens
+    if gen["identical_ids"]:
+        note = (f"both produce identical ids ({len(gen['gptc_ids'])} tokens; first new: "
+                f"{gen['gptc_ids'][4:10]})")
+    else:
+        pairs = zip(gen["gptc_ids"], gen["torch_ids"])
+        first = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+        note = (f"WARNING: gptc and PyTorch generated different ids (first difference at "
+                f"position {first})")
+    return gen, [Table(f'4. Greedy generation with a KV cache: "Hello, I am" + {n} tokens '
+                       "(gptc.generate; PyTorch: the book's model with a KV cache, bench.py)",
+                       ["", "gptc", "PyTorch", "ratio"],
+                       [["tokens/s", fmt_rate(gen["gptc"], n, "tok/s"),
+                         fmt_rate(gen["torch"], n, "tok/s"), f"{gen['ratio']:.2f}"],
+                        ["total time", fmt_time(gen["gptc"]), fmt_time(gen["torch"]), ""]],
+                       [note])]
+
+
+def report_matmul(run):
+    mm = case_matmul(run.reps["matmul"])
+    isa = gptc._C.isa()
+    top = run.peak[isa][run.threads]
+    notes = ["GFLOP/s: median (range, n samples); the ratios are time ratios (other / gptc, "
+             "> 1: gptc faster); 'of peak': of case 11's "
+             f"{isa} FMA peak on {run.threads} threads ({top:.1f} GFLOP/s)"]
+    worst = max(r["max_abs_diff_vs_numpy"] for r in mm)
+    if worst > 1e-3:
+        notes.append(f"WARNING: gptc._C.linear differs from NumPy by up to {worst:.2e}")
+    return mm, [Table(f"5. Matmul GFLOP/s, x (M x K) · W.T, W stored (N x K); gptc kernel: "
+                      f"{isa}; NumPy BLAS: {run.header['numpy_blas']}",
+                      ["shape", "layer", "gptc", "of peak", "NumPy", "of peak", "PyTorch",
+                       "NumPy/gptc", "PyTorch/gptc"],
+                      [[r["shape"], r["layer"], fmt_rate(r["gptc"], r["gflop"], "", 1),
+                        f"{r['gptc_gflops'] / top:.0%}",
+                        fmt_rate(r["numpy"], r["gflop"], "", 1),
+                        f"{r['numpy_gflops'] / top:.0%}",
+                        fmt_rate(r["torch"], r["gflop"], "", 1),
+                        f"{r['ratio_numpy']:.2f}", f"{r['ratio_torch']:.2f}"] for r in mm],
+                      notes)]
+
+
+def report_memory(run):
+    mem = case_memory(run.threads)
+    rows = []
+    for impl, name in (("gptc", "gptc"), ("torch", "PyTorch")):
+        r = mem[impl]
+        rows.append([name, f"{r['param_bytes'] / MIB:.1f}",
+                     f"{r['rss_after_import_kib'] / 1024:.1f}",
+                     f"{r['rss_model_kib'] / 1024:.1f}",
+                     f"{r['peak_forward_kib'] / 1024:.1f}",
+                     f"{r['forward_delta_mib']:.1f}",
+                     f"params + {r['extra_over_params_mib']:.1f}"])
+    note = (f"the logits alone are {mem['gptc']['logits_bytes'] / MIB:.1f} MiB; peak = VmHWM "
+            "after resetting it via /proc/self/clear_refs" if mem["gptc"]["hwm_reset"]
+            else "peak = ru_maxrss (includes model building)")
+    return mem, [Table("6. Peak resident memory, (1, 1024) forward, fresh subprocess each "
+                       "(MiB)", ["", "params", "RSS after import", "RSS with model",
+                                 "peak in forward", "forward adds", "peak over import RSS"],
+                       rows, [note])]
+
+
+def report_bandwidth(run):
+    bw = run.bandwidth
+    weight_bytes = bw["weight_bytes_per_token"]
+    rows = [[f"NumPy sum, {k}", f"{v:.1f} GB/s"] for k, v in bw["readers"].items()]
+    rows.append(["weights read per decoded token (float32; all but the embedding "
+                 "tables)", f"{weight_bytes / MIB:.1f} MiB"])
+    rows.append(["decode bound (bandwidth / weight bytes)",
+                 f"{bw['decode_bound_tokens_per_s']:.1f} tok/s"])
+    # a forward of a few tokens reads the same weights once, all its rows together
+    floor = weight_bytes / (bw["bandwidth_gbs"] * 1e9)
+    bw["weight_streaming_floor_s"] = floor
+    rows.append(["weight-streaming floor of a few-token forward (weight bytes / "
+                 "bandwidth)", f"{floor * 1e3:.1f} ms"])
+    fwd = run.results.get(CASES[1].key)
+    if fwd is not None:
+        rows.append(["gptc forward (2, 4) (case 1)",
+                     f"{fwd['gptc']['median'] * 1e3:.1f} ms = "
+                     f"{fwd['gptc']['median'] / floor:.2f} x the floor"])
+    gen = run.results.get(CASES[4].key)
+    if gen is not None:
+        for impl, name in (("gptc", "gptc"), ("torch", "PyTorch")):
+            tps = gen[f"{impl}_tokens_per_s"]
+            rows.append([f"{name} generation with a KV cache (case 4)",
+                         f"{tps:.1f} tok/s = {tps / bw['decode_bound_tokens_per_s']:.0%} "
+                         "of the bound"])
+    return bw, [Table(f"7. Streaming-read bandwidth ({bw['array_mib']:.0f} MiB float32 array, "
+                      f"L3 {bw['l3_mib']:.0f} MiB, best of {run.reps['bandwidth']}) and "
+                      "decode bound", ["", "value"], rows)]
+
+
+def report_train_step(run):
+    tr = case_train_step(run.reps["train_step"])
+    ntok = tr["tokens_per_step"]
+    return tr, [Table(f"8. One training step, GPT-2 124M (context_length {TRAIN_BATCH[1]}), "
+                      f"batch {TRAIN_BATCH}, train mode (dropout 0.1): forward, cross-entropy, "
+                      "backward, AdamW (lr 0.0004, weight decay 0.1)",
+                      ["", "gptc", "PyTorch", "ratio"],
+                      [["time per step", fmt_time(tr["gptc"]), fmt_time(tr["torch"]),
+                        f"{tr['ratio']:.2f}"],
+                       ["tokens/s", fmt_rate(tr["gptc"], ntok, "tok/s"),
+                        fmt_rate(tr["torch"], ntok, "tok/s"), ""],
+                       ["loss, warm-up step", f"{tr['gptc_losses'][0]:.4f}",
+                        f"{tr['torch_losses'][0]:.4f}", ""]],
+                      ["the same weights and random token ids; the dropout masks differ, so "
+                       "the losses agree only roughly"])]
+
+
+def report_bfloat16(run):
+    bf = case_bfloat16(run.models[0], run.new_tokens, run.reps["generate"])
+    n = run.new_tokens
+    rows = [["decode tokens/s (gptc.generate)", fmt_rate(bf["float32"], n, "tok/s"),
+             fmt_rate(bf["bfloat16"], n, "tok/s"), f"{bf['speedup']:.2f}"],
+            ["max |logit diff| against float32, book's batch", "",
+             f"{bf['max_abs_logit_diff']:.2g}", ""],
+            [f"top-1 agreement with float32 over {n} tokens", "",
+             f"{bf['top1_agreement']:.0%}", ""],
+            ["identical greedy ids", "", "yes" if bf["identical_ids"] else "no", ""]]
+    bw = run.results.get(CASES[7].key)
+    if bw is not None:
+        bound16 = 2 * bw["decode_bound_tokens_per_s"]
+        rows.append(["fraction of the bfloat16 decode bound (half the bytes of case 7)",
+                     "", f"{bf['bfloat16_tokens_per_s'] / bound16:.0%}", ""])
+    return bf, [Table(f'9. bfloat16 weights (model.to_dtype("bfloat16")), float32 '
+                      f'accumulation: "Hello, I am" + {n} tokens',
+                      ["", "float32", "bfloat16", "speed-up"], rows)]
+
+
+def report_int8(run):
+    args = run.args
+    q8 = case_int8(run.models[0], run.new_tokens, run.reps["generate"],
+                   run.bandwidth["bandwidth_gbs"], args.verdict_model, args.verdict_text,
+                   args.verdict_epochs)
+    n, dec, pre = run.new_tokens, q8["decode"], q8["prefill"]
+    rate = {dtype: n / dec[dtype]["median"] for dtype in INT8_DTYPES}
+    speedup = rate["int8"] / rate["bfloat16"]
+    of_bound = rate["int8"] / q8["int8_bound_tokens_per_s"]
+    prefill_ratio = pre["int8"]["median"] / pre["float32"]["median"]
+    seed, tr, loss = q8["seed123"], q8["trained"], q8["val_loss"]
+    loss_gap = loss["int8"] - loss["float32"]
+
+    def verdict(ok):
+        return "met" if ok else "MISSED"
+    rows = [[f"decode tokens/s, {dtype} (gptc.generate, {n} tokens)",
+             fmt_rate(dec[dtype], n, "tok/s"), "", ""] for dtype in INT8_DTYPES]
+    rows += [["decode int8 / bfloat16", f"{speedup:.2f}", ">= 1.6", verdict(speedup >= 1.6)],
+             [f"int8 bound: {q8['bandwidth_gbs']:.1f} GB/s (case 7) / "
+              f"{q8['int8_bytes'] / MIB:.1f} MiB per token",
+              f"{q8['int8_bound_tokens_per_s']:.1f} tok/s; int8 decode at {of_bound:.0%}",
+              ">= 60%", verdict(of_bound >= 0.6)],
+             ["prefill (1, 256), float32", fmt_time(pre["float32"]), "", ""],
+             ["prefill (1, 256), int8", fmt_time(pre["int8"]), "", ""],
+             ["prefill int8 / float32 time", f"{prefill_ratio:.2f}", "<= 1.1",
+              verdict(prefill_ratio <= 1.1)],
+             ["int8 copies, bytes per weight", f"{q8['bytes_per_weight']:.4f}", "<= 1.07",
+              verdict(q8["bytes_per_weight"] <= 1.07)]]
+    for name, qual, top1_target in (("seed-123 model", seed, None),
+                                    (f"trained model ({q8['verdict_epochs']} epochs)", tr,
+                                     0.98)):
+        rows.append([f"{name}: max |logit diff| vs float32, book's batch",
+                     f"{qual['max_abs_logit_diff']:.3g}", "", ""])
+        for key, how in (("top1_forward", "one forward"), ("top1_decoder", "decoder steps")):
+            ok = "" if top1_target is None else verdict(qual[key] >= top1_target)
+            rows.append([f"{name}: top-1 agreement, {n} positions, {how}",
+                         f"{qual[key]:.0%}", "" if top1_target is None else ">= 98%", ok])
+    rows.append(["trained model: validation loss on The Verdict, float32 / bfloat16 / int8",
+                 " / ".join(f"{loss[d]:.4f}" for d in INT8_DTYPES), "", ""])
+    rows.append(["validation loss int8 - float32", f"{loss_gap:+.4f}", "|.| <= 0.02",
+                 verdict(abs(loss_gap) <= 0.02)])
+    return q8, [Table(f'10. int8 weights (model.to_dtype("int8")): blocks of 32, bfloat16 '
+                      f'scales; decode and prefill rounds interleaved ({q8["rounds"]} rounds); '
+                      f'kernel set {gptc._C.isa()}', ["", "value", "target", ""], rows,
+                      ["one forward = many rows (int8 widened to float32 while packing); "
+                       "decoder steps = one row (activations quantised to int8, integer dot "
+                       "products)"])]
+
+
+def report_fma_peak(run):
+    peak = run.peak
+    counts = next(iter(peak.values()))
+    return peak, [Table("11. Arithmetic peak: each kernel set's register-only FMA loop, "
+                        "GFLOP/s (best of 3)",
+                        ["kernel set"] + [f"{n} thread{'s' if n > 1 else ''}" for n in counts],
+                        [[isa] + [f"{g:.1f}" for g in by_threads.values()]
+                         for isa, by_threads in peak.items()])]
+
+
+# A case: its key in the JSON results, and the function that measures it and returns
+# (results, tables).
+Case = collections.namedtuple("Case", "key report")
+
+CASES = {
+    1: Case("1_forward_2x4", lambda run: report_forward(run, 1)),
+    2: Case("2_forward_4x64", lambda run: report_forward(run, 2)),
+    3: Case("3_forward_1x1024", lambda run: report_forward(run, 3)),
+    4: Case("4_generation", report_generate),
+    5: Case("5_matmul", report_matmul),
+    6: Case("6_memory", report_memory),
+    7: Case("7_bandwidth", report_bandwidth),
+    8: Case("8_train_step", report_train_step),
+    9: Case("9_bfloat16", report_bfloat16),
+    10: Case("10_int8", report_int8),
+    11: Case("11_fma_peak", report_fma_peak),
+}
+
+
 # ---------------------------------------------------------------- main
 
 def main():
@@ -862,8 +1138,6 @@ def main():
     gptc.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
     assert gptc.GPT_CONFIG_124M == CFG_124M, "gptc's GPT_CONFIG_124M changed"
-    mode = "quick" if args.quick else "full"
-    reps = REPEATS[mode]
 
     header = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -879,7 +1153,7 @@ def main():
         "numpy_blas": numpy_blas(),
         "python": platform.python_version(),
         "load_average": " ".join(f"{x:.2f}" for x in os.getloadavg()),
-        "mode": mode,
+        "mode": "quick" if args.quick else "full",
         "command": command_line(),
     }
     print("gptc benchmark")
@@ -888,230 +1162,25 @@ def main():
     print("  ratio = PyTorch time / gptc time (> 1: gptc is faster); "
           "times: median (min-max, n)", flush=True)
 
-    results = {"header": header, "cases": {}}
-    cases = set(args.cases)
-    gmodel = tmodel = ref = None
-    if cases & {1, 2, 3, 4, 9, 10}:
-        progress("building GPT-2 124M (seed 123) in gptc, loading it into PyTorch")
-        gmodel, tmodel, ref = build_models()
-    weight_bytes = DECODE_BYTES_124M if gmodel is None else decode_bytes(gmodel)
-
-    forward_cases = [(1, "fwd_2x4", np.array(BOOK_BATCH, dtype=np.int64), "(2, 4) book batch"),
-                     (2, "fwd_4x64", long_ids(64, batch=4), "(4, 64)"),
-                     (3, "fwd_1x1024", long_ids(1024), "(1, 1024)")]
-    onnx = onnx_session(tmodel, args.threads) if cases & {1, 2, 3} else None
-    rows = []
-    for number, key, ids, label in forward_cases:
-        if number in cases:
-            progress(f"case {number}: forward {label}")
-            r = case_forward(gmodel, tmodel, ids, reps[key], label, onnx)
-            results["cases"][f"{number}_forward_{ids.shape[0]}x{ids.shape[1]}"] = r
-            rows.append([f"{number}. forward {label}", fmt_time(r["gptc"]),
-                         fmt_time(r["torch"]), f"{r['ratio']:.2f}",
-                         fmt_time(r["onnx"]) if onnx else "",
-                         f"{r['ratio_onnx']:.2f}" if onnx else "",
-                         f"{r['max_abs_logit_diff']:.1e}"
-                         + (f" / {r['max_abs_logit_diff_onnx']:.1e}" if onnx else "")])
-    if rows:
-        onnx_name = f"ONNX Runtime {onnx.version}" if onnx else "ONNX Runtime"
-        print_table("GPT-2 124M forward, eval mode, all logits (float32)",
-                    ["case", "gptc", "PyTorch", "ratio", onnx_name, "ratio",
-                     "max |logit diff| (PyTorch / ONNX)"], rows)
-        print("  ratio = other time / gptc time; ONNX Runtime runs the book's model exported "
-              "with torch.onnx.export (CPUExecutionProvider)")
-
-    peak = None
-    if 11 in cases or 5 in cases:
-        progress("case 11: FMA peak")
-        peak = case_fma_peak(args.threads, reps["fma_iterations"])
-        results["cases"]["11_fma_peak"] = peak
-        print_table("11. Arithmetic peak: each kernel set's register-only FMA loop, GFLOP/s "
-                    "(best of 3)", ["kernel set"] + [f"{n} thread{'s' if n > 1 else ''}"
-                                                     for n in next(iter(peak.values()))],
-                    [[isa] + [f"{g:.1f}" for g in by_threads.values()]
-                     for isa, by_threads in peak.items()])
-
-    gen = bw = None
-    if 4 in cases:
-        progress(f"case 4: generation, {args.new_tokens} new tokens")
-        gen = case_generate(gmodel, tmodel, args.new_tokens, reps["generate"])
-        results["cases"]["4_generation"] = gen
-        n = args.new_tokens
-        print_table(f'4. Greedy generation with a KV cache: "Hello, I am" + {n} tokens '
-                    "(gptc.generate; PyTorch: the book's model with a KV cache, bench.py)",
-                    ["", "gptc", "PyTorch", "ratio"],
-                    [["tokens/s", fmt_rate(gen["gptc"], n, "tok/s"),
-                      fmt_rate(gen["torch"], n, "tok/s"), f"{gen['ratio']:.2f}"],
-                     ["total time", fmt_time(gen["gptc"]), fmt_time(gen["torch"]), ""]])
-        if gen["identical_ids"]:
-            print(f"  both produce identical ids ({len(gen['gptc_ids'])} tokens; first new: "
-                  f"{gen['gptc_ids'][4:10]})")
-        else:
-            pairs = zip(gen["gptc_ids"], gen["torch_ids"])
-            first = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
-            print(f"  WARNING: gptc and PyTorch generated different ids (first difference at "
-                  f"position {first})")
-
-    if 5 in cases:
-        progress("case 5: matmul")
-        mm = case_matmul(reps["matmul"])
-        results["cases"]["5_matmul"] = mm
-        top = peak[gptc._C.isa()][args.threads]
-        print_table(f"5. Matmul GFLOP/s, x (M x K) · W.T, W stored (N x K); gptc kernel: "
-                    f"{gptc._C.isa()}; NumPy BLAS: {header['numpy_blas']}",
-                    ["shape", "layer", "gptc", "of peak", "NumPy", "of peak", "PyTorch",
-                     "NumPy/gptc", "PyTorch/gptc"],
-                    [[r["shape"], r["layer"], fmt_rate(r["gptc"], r["gflop"], "", 1),
-                      f"{r['gptc_gflops'] / top:.0%}",
-                      fmt_rate(r["numpy"], r["gflop"], "", 1),
-                      f"{r['numpy_gflops'] / top:.0%}",
-                      fmt_rate(r["torch"], r["gflop"], "", 1),
-                      f"{r['ratio_numpy']:.2f}", f"{r['ratio_torch']:.2f}"] for r in mm])
-        print("  GFLOP/s: median (range, n samples); the ratios are time ratios "
-              "(other / gptc, > 1: gptc faster); 'of peak': of case 11's "
-              f"{gptc._C.isa()} FMA peak on {args.threads} threads ({top:.1f} GFLOP/s)")
-        worst = max(r["max_abs_diff_vs_numpy"] for r in mm)
-        if worst > 1e-3:
-            print(f"  WARNING: gptc._C.linear differs from NumPy by up to {worst:.2e}")
-
-    if 6 in cases:
-        progress("case 6: peak memory")
-        mem = case_memory(args.threads)
-        results["cases"]["6_memory"] = mem
-        rows = []
-        for impl, name in (("gptc", "gptc"), ("torch", "PyTorch")):
-            r = mem[impl]
-            rows.append([name, f"{r['param_bytes'] / MIB:.1f}",
-                         f"{r['rss_after_import_kib'] / 1024:.1f}",
-                         f"{r['rss_model_kib'] / 1024:.1f}",
-                         f"{r['peak_forward_kib'] / 1024:.1f}",
-                         f"{r['forward_delta_mib']:.1f}",
-                         f"params + {r['extra_over_params_mib']:.1f}"])
-        print_table("6. Peak resident memory, (1, 1024) forward, fresh subprocess each (MiB)",
-                    ["", "params", "RSS after import", "RSS with model", "peak in forward",
-                     "forward adds", "peak over import RSS"], rows)
-        print(f"  the logits alone are {mem['gptc']['logits_bytes'] / MIB:.1f} MiB; peak = "
-              "VmHWM after resetting it via /proc/self/clear_refs"
-              if mem["gptc"]["hwm_reset"] else "  peak = ru_maxrss (includes model building)")
-
-    if 7 in cases:
-        progress("case 7: streaming-read bandwidth")
-        bw = case_bandwidth(args.threads, reps["bandwidth"], weight_bytes)
-        results["cases"]["7_bandwidth"] = bw
-        rows = [[f"NumPy sum, {k}", f"{v:.1f} GB/s"] for k, v in bw["readers"].items()]
-        rows.append(["weights read per decoded token (float32; all but the embedding "
-                     "tables)", f"{weight_bytes / MIB:.1f} MiB"])
-        rows.append(["decode bound (bandwidth / weight bytes)",
-                     f"{bw['decode_bound_tokens_per_s']:.1f} tok/s"])
-        # a forward of a few tokens reads the same weights once, all its rows together
-        floor = weight_bytes / (bw["bandwidth_gbs"] * 1e9)
-        bw["weight_streaming_floor_s"] = floor
-        rows.append(["weight-streaming floor of a few-token forward (weight bytes / "
-                     "bandwidth)", f"{floor * 1e3:.1f} ms"])
-        fwd = results["cases"].get("1_forward_2x4")
-        if fwd is not None:
-            rows.append(["gptc forward (2, 4) (case 1)",
-                         f"{fwd['gptc']['median'] * 1e3:.1f} ms = "
-                         f"{fwd['gptc']['median'] / floor:.2f} x the floor"])
-        if gen is not None:
-            for impl, name in (("gptc", "gptc"), ("torch", "PyTorch")):
-                tps = gen[f"{impl}_tokens_per_s"]
-                rows.append([f"{name} generation with a KV cache (case 4)",
-                             f"{tps:.1f} tok/s = {tps / bw['decode_bound_tokens_per_s']:.0%} "
-                             "of the bound"])
-        print_table(f"7. Streaming-read bandwidth ({bw['array_mib']:.0f} MiB float32 array, "
-                    f"L3 {bw['l3_mib']:.0f} MiB, best of {reps['bandwidth']}) and decode bound",
-                    ["", "value"], rows)
-
-    if 8 in cases:
-        progress(f"case 8: training step {TRAIN_BATCH}")
-        tr = case_train_step(reps["train_step"])
-        results["cases"]["8_train_step"] = tr
-        ntok = tr["tokens_per_step"]
-        print_table(f"8. One training step, GPT-2 124M (context_length {TRAIN_BATCH[1]}), batch "
-                    f"{TRAIN_BATCH}, train mode (dropout 0.1): forward, cross-entropy, backward, "
-                    "AdamW (lr 0.0004, weight decay 0.1)",
-                    ["", "gptc", "PyTorch", "ratio"],
-                    [["time per step", fmt_time(tr["gptc"]), fmt_time(tr["torch"]),
-                      f"{tr['ratio']:.2f}"],
-                     ["tokens/s", fmt_rate(tr["gptc"], ntok, "tok/s"),
-                      fmt_rate(tr["torch"], ntok, "tok/s"), ""],
-                     ["loss, warm-up step", f"{tr['gptc_losses'][0]:.4f}",
-                      f"{tr['torch_losses'][0]:.4f}", ""]])
-        print("  the same weights and random token ids; the dropout masks differ, so the "
-              "losses agree only roughly")
-
-    if 9 in cases:
-        progress("case 9: bfloat16 weights")
-        bf = case_bfloat16(gmodel, args.new_tokens, reps["generate"])
-        results["cases"]["9_bfloat16"] = bf
-        n = args.new_tokens
-        rows = [["decode tokens/s (gptc.generate)", fmt_rate(bf["float32"], n, "tok/s"),
-                 fmt_rate(bf["bfloat16"], n, "tok/s"), f"{bf['speedup']:.2f}"],
-                ["max |logit diff| against float32, book's batch", "",
-                 f"{bf['max_abs_logit_diff']:.2g}", ""],
-                [f"top-1 agreement with float32 over {n} tokens", "",
-                 f"{bf['top1_agreement']:.0%}", ""],
-                ["identical greedy ids", "", "yes" if bf["identical_ids"] else "no", ""]]
-        if bw is not None:
-            bound16 = 2 * bw["decode_bound_tokens_per_s"]
-            rows.append(["fraction of the bfloat16 decode bound (half the bytes of case 7)",
-                         "", f"{bf['bfloat16_tokens_per_s'] / bound16:.0%}", ""])
-        print_table(f'9. bfloat16 weights (model.to_dtype("bfloat16")), float32 accumulation: '
-                    f'"Hello, I am" + {n} tokens',
-                    ["", "float32", "bfloat16", "speed-up"], rows)
-
-    if 10 in cases:
-        progress("case 10: int8 weights")
-        bandwidth = bw["bandwidth_gbs"] if bw is not None else case_bandwidth(
-            args.threads, reps["bandwidth"], weight_bytes)["bandwidth_gbs"]
-        q8 = case_int8(gmodel, args.new_tokens, reps["generate"], bandwidth,
-                       args.verdict_model, args.verdict_text, args.verdict_epochs)
-        results["cases"]["10_int8"] = q8
-        n, dec, pre = args.new_tokens, q8["decode"], q8["prefill"]
-        rate = {dtype: n / dec[dtype]["median"] for dtype in INT8_DTYPES}
-        speedup = rate["int8"] / rate["bfloat16"]
-        of_bound = rate["int8"] / q8["int8_bound_tokens_per_s"]
-        prefill_ratio = pre["int8"]["median"] / pre["float32"]["median"]
-        seed, tr, loss = q8["seed123"], q8["trained"], q8["val_loss"]
-        loss_gap = loss["int8"] - loss["float32"]
-
-        def verdict(ok):
-            return "met" if ok else "MISSED"
-        rows = [[f"decode tokens/s, {dtype} (gptc.generate, {n} tokens)",
-                 fmt_rate(dec[dtype], n, "tok/s"), "", ""] for dtype in INT8_DTYPES]
-        rows += [["decode int8 / bfloat16", f"{speedup:.2f}", ">= 1.6", verdict(speedup >= 1.6)],
-                 [f"int8 bound: {q8['bandwidth_gbs']:.1f} GB/s (case 7) / "
-                  f"{q8['int8_bytes'] / MIB:.1f} MiB per token",
-                  f"{q8['int8_bound_tokens_per_s']:.1f} tok/s; int8 decode at {of_bound:.0%}",
-                  ">= 60%", verdict(of_bound >= 0.6)],
-                 ["prefill (1, 256), float32", fmt_time(pre["float32"]), "", ""],
-                 ["prefill (1, 256), int8", fmt_time(pre["int8"]), "", ""],
-                 ["prefill int8 / float32 time", f"{prefill_ratio:.2f}", "<= 1.1",
-                  verdict(prefill_ratio <= 1.1)],
-                 ["int8 copies, bytes per weight", f"{q8['bytes_per_weight']:.4f}", "<= 1.07",
-                  verdict(q8["bytes_per_weight"] <= 1.07)]]
-        for name, qual, top1_target in (("seed-123 model", seed, None),
-                                        (f"trained model ({q8['verdict_epochs']} epochs)", tr,
-                                         0.98)):
-            rows.append([f"{name}: max |logit diff| vs float32, book's batch",
-                         f"{qual['max_abs_logit_diff']:.3g}", "", ""])
-            for key, how in (("top1_forward", "one forward"), ("top1_decoder", "decoder steps")):
-                ok = "" if top1_target is None else verdict(qual[key] >= top1_target)
-                rows.append([f"{name}: top-1 agreement, {n} positions, {how}",
-                             f"{qual[key]:.0%}", "" if top1_target is None else ">= 98%", ok])
-        rows.append(["trained model: validation loss on The Verdict, float32 / bfloat16 / int8",
-                     " / ".join(f"{loss[d]:.4f}" for d in INT8_DTYPES), "", ""])
-        rows.append(["validation loss int8 - float32", f"{loss_gap:+.4f}", "|.| <= 0.02",
-                     verdict(abs(loss_gap) <= 0.02)])
-        print_table(f'10. int8 weights (model.to_dtype("int8")): blocks of 32, bfloat16 scales; '
-                    f'decode and prefill rounds interleaved ({q8["rounds"]} rounds); kernel set '
-                    f'{gptc._C.isa()}', ["", "value", "target", ""], rows)
-        print("  one forward = many rows (int8 widened to float32 while packing); decoder "
-              "steps = one row (activations quantised to int8, integer dot products)")
+    run = Run(args, header)
+    # Consecutive tables of one kind (the forward cases) print as one, once the next
+    # kind of table, or the end, comes.
+    pending = None
+    for number in args.cases:
+        progress(f"case {number}")
+        result, tables = CASES[number].report(run)
+        run.results[CASES[number].key] = result
+        for table in tables:
+            if pending is not None and pending._replace(rows=[]) == table._replace(rows=[]):
+                pending.rows.extend(table.rows)
+                continue
+            if pending is not None:
+                print_table(*pending)
+            pending = table
+    print_table(*pending)
 
     total = time.perf_counter() - wall_start
-    results["total_seconds"] = total
+    results = {"header": header, "cases": run.results, "total_seconds": total}
     print(f"\ntotal run time: {total:.0f} s")
     if args.json:
         with open(args.json, "w") as f:

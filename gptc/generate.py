@@ -58,16 +58,7 @@ def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, 
     if vocab_size is not None:
         # all of the prompt, also what a window will crop away
         _C.check_in_idx(idx, vocab_size, "idx")
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.integer,
-                                                                     np.floating)) \
-            or not np.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be a finite number >= 0, got {temperature!r}")
-    if top_k is not None:
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) or top_k < 1 \
-                or (vocab_size is not None and top_k > vocab_size):
-            limit = f"[1, vocab_size] = [1, {vocab_size}]" if vocab_size else "at least 1"
-            raise ValueError(f"top_k must be None or an integer in {limit}, got {top_k!r}")
-        top_k = int(top_k)
+    temperature, top_k = _C.check_sampling(temperature, top_k, vocab_size)
     if eos_id is not None:
         if isinstance(eos_id, bool) or not isinstance(eos_id, (int, np.integer)) or eos_id < 0 \
                 or (vocab_size is not None and eos_id >= vocab_size):
@@ -78,7 +69,7 @@ def _check_generate_args(model, idx, max_new_tokens, context_size, temperature, 
         raise RuntimeError("generate() runs the model for inference: put it in eval mode "
                            "first (model.eval()); in training mode dropout would change "
                            "every step")
-    return idx, max_new_tokens, context_size, float(temperature), top_k, eos_id
+    return idx, max_new_tokens, context_size, temperature, top_k, eos_id
 
 
 def _cached_decoder(model, batch, capacity):

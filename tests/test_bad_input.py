@@ -137,13 +137,14 @@ def test_generate_rejects_bad_arguments(model):
     (dict(temperature=-0.5), ValueError, r"temperature must be a finite number >= 0, got -0.5"),
     (dict(temperature=float("nan")), ValueError, r"temperature must be .* got nan"),
     (dict(temperature=float("inf")), ValueError, r"temperature must be .* got inf"),
-    (dict(temperature="hot"), ValueError, r"temperature must be .* got 'hot'"),
+    (dict(temperature="hot"), TypeError, r"temperature must be .* got 'hot'"),
     (dict(top_k=0), ValueError, r"top_k must be None or an integer in \[1, vocab_size\] = "
                                 r"\[1, 1000\], got 0"),
     (dict(top_k=1001), ValueError, r"top_k .* got 1001"),
     (dict(top_k=-2), ValueError, r"top_k .* got -2"),
-    (dict(top_k=2.0), ValueError, r"top_k .* got 2.0"),
-    (dict(top_k=True), ValueError, r"top_k .* got True"),
+    (dict(top_k=2.0), TypeError, r"top_k .* got 2.0"),
+    (dict(top_k=True), TypeError, r"top_k .* got True"),
+    (dict(top_k=np.int64(0)), ValueError, r"top_k .* got np.int64\(0\)"),
     (dict(eos_id=1000), ValueError, r"eos_id must be None or a token id in \[0, 1000\), got 1000"),
 ])
 def test_generate_rejects_bad_settings(model, kwargs, exc, match):
@@ -824,6 +825,8 @@ ONE_BAD_CALL = {
                      ValueError, r"exp_avg has shape"),
     "next_tokens": (lambda: _C.next_tokens(np.zeros((2, 0), np.float32), 0.0, None, _G),
                     ValueError, r"at least one value per row"),
+    "check_sampling": (lambda: _C.check_sampling(0.5, 3, 2), ValueError,
+                       r"top_k must be None or an integer in \[1, vocab_size\] = \[1, 2\], got 3"),
     "set_num_threads": (lambda: _C.set_num_threads(0), ValueError, r"num_threads must be in"),
     "get_num_threads": (lambda: _C.get_num_threads(1), TypeError, r"takes no arguments"),
     "isa": (lambda: _C.isa(1), TypeError, r"takes no arguments"),

@@ -52,6 +52,7 @@ PyObject *py_adamw_update(PyObject *self, PyObject *args);
 
 /* py_sampling.c: the next token */
 PyObject *py_next_tokens(PyObject *self, PyObject *args);
+PyObject *py_check_sampling(PyObject *self, PyObject *args);
 
 /* py_runtime.c: threads, kernel sets, build information */
 PyObject *py_set_num_threads(PyObject *self, PyObject *n);

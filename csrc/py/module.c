@@ -81,6 +81,10 @@ static PyMethodDef module_methods[] = {
     {"next_tokens", py_next_tokens, METH_VARARGS,
      "next_tokens(logits, temperature, top_k, generator) -> (B,) int64: chapter 5's choice "
      "of the next token per row (top-k filter, then argmax or sampling)"},
+    {"check_sampling", py_check_sampling, METH_VARARGS,
+     "check_sampling(temperature, top_k, vocab_size) -> (temperature, top_k): next_tokens' "
+     "checks of its settings, for gptc.generate to make before its first forward "
+     "(vocab_size None: not known)"},
     /* threads, kernel sets and the build (py_runtime.c) */
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
