@@ -6,9 +6,20 @@
 
 #include "bindings.h"
 
-/* logits (N, V) and targets (N,) with every target in [0, V). */
+/* logits (N, V) and targets (N,) with every target in [0, V), named as the
+ * caller names them (F.cross_entropy's input and target). The hint is for
+ * the book's (batch, seq_len, vocab) logits, which it flattens first. */
 static int check_cross_entropy_args(const array_arg *logits, const array_arg *targets)
 {
+    if (PyArray_NDIM(logits->array) != 2) {
+        PyObject *shape = shape_str(PyArray_NDIM(logits->array), PyArray_DIMS(logits->array));
+        if (shape == NULL) return -1;
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be (N, num_classes) logits, got shape %U (flatten (batch, "
+                     "seq_len, vocab) logits with .flatten(0, 1))", logits->name, shape);
+        Py_DECREF(shape);
+        return -1;
+    }
     npy_intp N = PyArray_DIM(logits->array, 0), V = PyArray_DIM(logits->array, 1);
     if (!fits_int(V, "number of classes") ||
         check_shape(targets, 1, &N) < 0)
@@ -17,9 +28,10 @@ static int check_cross_entropy_args(const array_arg *logits, const array_arg *ta
     for (npy_intp i = 0; i < N; i++) {
         if (t[i] < 0 || t[i] >= V) {
             PyErr_Format(PyExc_IndexError,
-                         "targets[%zd] = %lld is out of range: targets must be in [0, %zd) "
-                         "for logits with V = %zd classes",
-                         (Py_ssize_t)i, (long long)t[i], (Py_ssize_t)V, (Py_ssize_t)V);
+                         "%s[%zd] = %lld is out of range: %s must be in [0, %zd) "
+                         "for %s with V = %zd classes", targets->name,
+                         (Py_ssize_t)i, (long long)t[i], targets->name, (Py_ssize_t)V,
+                         logits->name, (Py_ssize_t)V);
             return -1;
         }
     }
@@ -28,7 +40,7 @@ static int check_cross_entropy_args(const array_arg *logits, const array_arg *ta
 
 PyObject *py_cross_entropy(PyObject *self, PyObject *args)
 {
-    array_arg logits = ARRAY_ARG("logits", 2), targets = ARRAY_ARG("targets", 1);
+    array_arg logits = ARRAY_ARG("input", ANY_NDIM), targets = ARRAY_ARG("target", 1);
     if (!PyArg_ParseTuple(args, "O&O&:cross_entropy", to_f32, &logits, to_int64, &targets) ||
         check_cross_entropy_args(&logits, &targets) < 0)
         return NULL;

@@ -152,15 +152,9 @@ def cross_entropy(input, target):
     Tensor (call ``.item()`` for the number, ``.backward()`` to train)."""
     logits = as_float32(data_of(input))
     targets = as_token_ids(data_of(target), name="target")
-    if logits.ndim != 2:
-        raise ValueError(f"input must be (N, num_classes) logits, got shape {logits.shape} "
-                         "(flatten (batch, seq_len, vocab) logits with .flatten(0, 1))")
-    if targets.shape != logits.shape[:1]:
-        raise ValueError(f"target must have shape ({logits.shape[0]},) to match input "
-                         f"{logits.shape}, got {targets.shape}")
-    if logits.shape[0] == 0:
-        raise ValueError("cross_entropy of an empty batch is undefined")
     losses = _C.cross_entropy(logits, targets)
+    if losses.shape[0] == 0:
+        raise ValueError("cross_entropy of an empty batch is undefined")
     loss = np.float32(losses.mean(dtype=np.float64))
     if not recording(input):
         return Tensor(loss)
