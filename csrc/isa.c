@@ -8,12 +8,25 @@
  * table once when it starts, so a switch takes effect from the next one.
  */
 #define _POSIX_C_SOURCE 199309L   /* clock_gettime under -std=c11 */
+#if defined(__APPLE__)
+/* sysctlbyname: <sys/sysctl.h> needs the BSD types that _POSIX_C_SOURCE
+ * alone hides on macOS */
+#define _DARWIN_C_SOURCE
+#endif
 #include "gptc.h"
 #include "internal.h"
 #include "kernels.h"
 
 #ifdef GPTC_HAVE_X86_KERNELS
 #include <cpuid.h>
+#endif
+#if defined(GPTC_HAVE_NEON_KERNELS) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)   /* arm64's <asm/hwcap.h>, for C libraries older than it */
+#endif
+#elif defined(GPTC_HAVE_NEON_KERNELS) && defined(__APPLE__)
+#include <sys/sysctl.h>
 #endif
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -30,6 +43,7 @@ const gptc_kernels *const gptc_kernels_compiled[] = {
 #endif
 #ifdef GPTC_HAVE_NEON_KERNELS
     &gptc_kernels_neon,
+    &gptc_kernels_neon_dotprod,
 #endif
     NULL,
 };
@@ -43,6 +57,23 @@ static int cpu_has_avx_vnni(void)
 {
     unsigned eax, ebx, ecx, edx;
     return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 4) & 1u);
+}
+#endif
+
+#ifdef GPTC_HAVE_NEON_KERNELS
+/* The dot-product instructions (sdot; FEAT_DotProd, optional from ARMv8.2),
+ * as the operating system reports them; off where it says nothing. */
+static int cpu_has_dotprod(void)
+{
+#if defined(__linux__)
+    return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#elif defined(__APPLE__)
+    int has = 0;
+    size_t size = sizeof(has);
+    return sysctlbyname("hw.optional.arm.FEAT_DotProd", &has, &size, NULL, 0) == 0 && has != 0;
+#else
+    return 0;
+#endif
 }
 #endif
 
@@ -60,6 +91,9 @@ static int cpu_runs(const gptc_kernels *t)
     if (t == &gptc_kernels_avx2_vnni) return avx2 && cpu_has_avx_vnni();
     if (t == &gptc_kernels_avx512) return avx512;
     if (t == &gptc_kernels_avx512_vnni) return avx512 && __builtin_cpu_supports("avx512vnni");
+#endif
+#ifdef GPTC_HAVE_NEON_KERNELS
+    if (t == &gptc_kernels_neon_dotprod) return cpu_has_dotprod();
 #endif
     /* generic runs anywhere; NEON is part of every ARMv8-A CPU */
     return 1;

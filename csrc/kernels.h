@@ -16,15 +16,20 @@
  *   x86_avx512.c   AVX-512F + BW (Skylake-SP and later Xeons, Zen 4): the
  *                  tables "avx512" and "avx512_vnni", which adds AVX512-VNNI
  *                  (Cascade Lake, Ice Lake and later, Zen 4)
- *   arm64_neon.c   ARMv8 Advanced SIMD (Apple Silicon, Graviton, ...)
+ *   arm64_neon.c   ARMv8 Advanced SIMD (Apple Silicon, Graviton, ...): the
+ *                  tables "neon" and "neon_dotprod", which adds the
+ *                  dot-product extension's sdot to the int8 products
+ *                  (optional from ARMv8.2: Apple M1 and later, Neoverse N1
+ *                  and later, Cortex-A76 and later)
  *
- * A VNNI table differs from its base table in the int8 products only.
- * isa.c picks the widest table the CPU supports when gptc is imported;
- * GPTC_ISA=generic|avx2|avx2_vnni|avx512|avx512_vnni|neon forces one, and
- * gptc_set_isa switches
- * at run time (the tests run every kernel set in one process that way).
- * The x86 files compile their functions with target attributes, so the
- * default build needs no -march flag and runs on any x86-64 CPU.
+ * A VNNI or dot-product table differs from its base table in the int8
+ * products only. isa.c picks the widest table the CPU supports when gptc
+ * is imported; GPTC_ISA=generic|avx2|avx2_vnni|avx512|avx512_vnni|neon|
+ * neon_dotprod forces one, and gptc_set_isa switches at run time (the
+ * tests run every kernel set in one process that way). The x86 files, and
+ * arm64_neon.c for sdot, compile their functions with target attributes,
+ * so the default build needs no -march flag and runs on any x86-64 or
+ * ARMv8-A CPU.
  *
  * Not a public header: gptc.h is the API.
  */
@@ -157,15 +162,8 @@ extern const gptc_kernels gptc_kernels_avx512, gptc_kernels_avx512_vnni;
 #endif
 #if defined(__aarch64__)
 #define GPTC_HAVE_NEON_KERNELS 1
-extern const gptc_kernels gptc_kernels_neon;
+extern const gptc_kernels gptc_kernels_neon, gptc_kernels_neon_dotprod;
 #endif
-
-/* generic.c's int8 kernels, which a table without int8 kernels of its own
- * (for now NEON's) points to. */
-void gptc_generic_pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, int width,
-                            int len);
-void gptc_generic_rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
-                            int M, int K, int N, int n0, int n1, int accumulate);
 
 /* The tables compiled into this build, NULL-terminated, narrowest first. */
 extern const gptc_kernels *const gptc_kernels_compiled[];

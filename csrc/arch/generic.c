@@ -148,8 +148,8 @@ static inline __attribute__((always_inline)) float int8_scale(gptc_int8_rows v, 
     return gptc_bf16_to_f32(v.scales[(size_t)r * v.scale_stride + b]);
 }
 
-void gptc_generic_pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, int width,
-                            int len)
+static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, int width,
+                      int len)
 {
     for (int r = 0; r < rows; r++) {
         const int8_t *q = src.values + (size_t)r * src.stride;
@@ -183,8 +183,8 @@ static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, 
     }
 }
 
-void gptc_generic_rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
-                            int M, int K, int N, int n0, int n1, int accumulate)
+static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int M,
+                      int K, int N, int n0, int n1, int accumulate)
 {
     rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8);
 }
@@ -220,10 +220,10 @@ const gptc_kernels gptc_kernels_generic = {
     .tile = tile,
     .pack_f32 = pack_f32,
     .pack_bf16 = pack_bf16,
-    .pack_int8 = gptc_generic_pack_int8,
+    .pack_int8 = pack_int8,
     .rows_f32 = rows_f32,
     .rows_bf16 = rows_bf16,
-    .rows_int8 = gptc_generic_rows_int8,
+    .rows_int8 = rows_int8,
     .packed_min_rows = 8,
     .flash_task = att_flash_task,
     .fma_loop = fma_loop,

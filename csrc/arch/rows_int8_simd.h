@@ -39,18 +39,6 @@
 
 #define QV_BYTES (QV_BLOCKS * GPTC_INT8_BLOCK)
 
-/* How far ahead of its loads the tile asks for W: a decode step streams
- * every weight once, and the hardware prefetchers alone leave the loads
- * waiting on memory. Two requests per line: into L1 some latency times
- * bandwidth ahead, and into L2 four times as far, so that the first finds
- * its line on its way. Measured on the GPT-2 124M decoder, one row, on a
- * 2-core Sapphire Rapids VM: the L1 request alone took one thread from 66
- * to 92 tokens/s; adding the L2 one, 73 -> 87 steps/s on one thread and
- * 133 -> 160 on two. A prefetch past the end of W is harmless (it never
- * faults). */
-#define INT8_PREFETCH_BYTES 3072
-#define INT8_PREFETCH_L2_BYTES (4 * INT8_PREFETCH_BYTES)
-
 /* dot_maddubs or dot_vnni */
 typedef qv (*qv_dot_fn)(qv u, qv s);
 
@@ -96,8 +84,7 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
             qv wv[ROWS_INT8_NR];
             for (int j = 0; j < wrows; j++) {
                 const int8_t *p = w.values + (size_t)j * w.stride + k;
-                __builtin_prefetch(p + INT8_PREFETCH_BYTES);
-                __builtin_prefetch(p + INT8_PREFETCH_L2_BYTES, 0, 2);
+                rows_int8_prefetch(p);
                 wv[j] = left >= QV_BYTES ? qv_load(p) : qv_load_part(p, left);
             }
             for (int i = 0; i < rows; i++) {
@@ -117,33 +104,13 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
     }
 }
 
-/* int8_tile_body for the runtime shape, each shape its own unrolled copy. */
-TARGET static inline __attribute__((always_inline)) void int8_tile(
-    float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, int wrows, int K, qv_dot_fn dot)
-{
-    if (wrows == ROWS_INT8_NR) {
-        switch (rows) {
-        case 1: int8_tile_body(res, x, w, 1, ROWS_INT8_NR, K, dot); return;
-        case 2: int8_tile_body(res, x, w, 2, ROWS_INT8_NR, K, dot); return;
-        case 3: int8_tile_body(res, x, w, 3, ROWS_INT8_NR, K, dot); return;
-        default: int8_tile_body(res, x, w, ROWS_MR, ROWS_INT8_NR, K, dot); return;
-        }
-    }
-    switch (rows) {
-    case 1: int8_tile_body(res, x, w, 1, 1, K, dot); return;
-    case 2: int8_tile_body(res, x, w, 2, 1, K, dot); return;
-    case 3: int8_tile_body(res, x, w, 3, 1, K, dot); return;
-    default: int8_tile_body(res, x, w, ROWS_MR, 1, K, dot); return;
-    }
-}
-
 /* The kernels of the two tables of the including file: its dot products
  * dot_maddubs (vpmaddubsw + vpmaddwd, under TARGET) and dot_vnni
  * (vpdpbusd, under TARGET_VNNI). */
 TARGET static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
                              int wrows, int K)
 {
-    int8_tile(res, x, w, rows, wrows, K, dot_maddubs);
+    ROWS_INT8_BY_SHAPE(int8_tile_body, res, x, w, rows, wrows, K, dot_maddubs);
 }
 
 TARGET static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
@@ -155,7 +122,7 @@ TARGET static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, con
 TARGET_VNNI static void tile_int8_vnni(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
                                        int wrows, int K)
 {
-    int8_tile(res, x, w, rows, wrows, K, dot_vnni);
+    ROWS_INT8_BY_SHAPE(int8_tile_body, res, x, w, rows, wrows, K, dot_vnni);
 }
 
 TARGET_VNNI static void rows_int8_vnni(float *out, gptc_int8_rows x, gptc_int8_rows w,

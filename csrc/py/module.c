@@ -89,7 +89,8 @@ static PyMethodDef module_methods[] = {
     {"set_num_threads", py_set_num_threads, METH_O, "set_num_threads(n)"},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, "get_num_threads()"},
     {"isa", py_isa, METH_NOARGS,
-     "isa(): the kernel set in use (generic, avx2, avx512, neon); GPTC_ISA chooses at import"},
+     "isa(): the kernel set in use (generic, avx2, avx2_vnni, avx512, avx512_vnni, neon, "
+     "neon_dotprod); GPTC_ISA chooses at import"},
     {"set_isa", py_set_isa, METH_O,
      "set_isa(name): run every later operation on that kernel set (see supported_isas)"},
     {"supported_isas", py_supported_isas, METH_NOARGS,

@@ -7,10 +7,13 @@
  * against exact integer block sums.
  *
  * Shapes are awkward on purpose (M, N, K not multiples of any tile, 1..20
- * rows, K = 1, more rows than one band of the packed GEMM), and every
+ * rows, K = 1, more rows than one band of the packed GEMM; int8 K shorter
+ * than a block and int8 views starting a block into their rows), and every
  * operand ends exactly at a page made inaccessible (the tile's 64-byte
  * aligned panels within 64 bytes of it), so a kernel that reads or writes
- * one element past an array faults instead of passing.
+ * one element past an array faults instead of passing. A kernel set the
+ * CPU cannot run (gptc_supported_isas leaves it out) is not tested; the
+ * line "tested kernel sets:" says which were.
  *
  * Prints one line per (kernel set, kernel) with the largest relative error
  * seen (|got - ref| / max |ref| of each case), then "tested kernel sets:"
@@ -159,7 +162,7 @@ static double worse(double a, double b)
 static void report(const char *isa, const char *kernel, double err, double tol)
 {
     const int ok = err <= tol;   /* false for NaN */
-    printf("%-8s %-18s max rel err %-10.3g (tolerance %.0e)  %s\n", isa, kernel, err, tol,
+    printf("%-12s %-18s max rel err %-10.3g (tolerance %.0e)  %s\n", isa, kernel, err, tol,
            ok ? "ok" : "FAILED");
     fflush(stdout);
     if (ok) {
@@ -565,6 +568,14 @@ static int8_matrix make_int8(int rows, int K, int exact)
     return m;
 }
 
+/* The view of v's rows from value p0 on (a multiple of the block). */
+static gptc_int8_rows int8_view(gptc_int8_rows v, int p0)
+{
+    v.values += p0;
+    v.scales += p0 / BLOCK;
+    return v;
+}
+
 /* x_m . w_n from the int8 blocks: per block the exact integer sum times
  * both scales, in double; *magnitude (if not NULL) gets the same sum of
  * |products|, which bounds every partial sum a kernel may round. */
@@ -600,9 +611,7 @@ static double check_pack_int8(const gptc_kernels *t)
                      * with the buffer */
                     const int len = lens[q], K = p0 + len + (p0 ? 5 : 0), ld = width + 3;
                     int8_matrix w = make_int8(rows > 0 ? rows : 1, K, 0);
-                    gptc_int8_rows view = w.v;
-                    view.values += p0;
-                    view.scales += p0 / BLOCK;
+                    const gptc_int8_rows view = int8_view(w.v, p0);
                     const size_t ndst = (size_t)(len - 1) * ld + width;
                     float *dst = guarded_floats(ndst);
                     for (size_t i = 0; i < ndst; i++) dst[i] = NAN;
@@ -637,11 +646,15 @@ static double check_pack_int8(const gptc_kernels *t)
  * every sum is an integer the float32 result must equal. The error of each
  * output is relative to the sum of the magnitudes it adds (its products,
  * the bias, what it accumulates onto): a one-row, one-column case may
- * cancel to near zero, where relative to itself any rounding looks large. */
+ * cancel to near zero, where relative to itself any rounding looks large.
+ * x and W are views of K values of longer rows, as the driver's segments
+ * are: from the second block on, and with values after them that a kernel
+ * reading past K would add; or the whole rows, ending with the buffers. */
 static double check_rows_int8(const gptc_kernels *t, int exact)
 {
-    static const int ks[] = {1, 3, 31, 32, 33, 64, 100, 300};
-    static const int ns[] = {1, 2, 5, 9};
+    /* within a block, one, several, and across the tiles' chunks of 4 */
+    static const int ks[] = {1, 3, 31, 32, 33, 64, 100, 128, 129, 300};
+    static const int ns[] = {1, 2, 4, 5, 9};
     double worst = 0.0;
     for (int M = 1; M <= 20; M++) {
         for (int qk = 0; qk < (int)(sizeof(ks) / sizeof(ks[0])); qk++) {
@@ -650,7 +663,10 @@ static double check_rows_int8(const gptc_kernels *t, int exact)
                 const int accumulate = variant & 1, with_bias = (variant >> 1) & 1 && !exact;
                 const int n0 = (variant >> 2) & 1 && N > 2 ? 1 : 0;
                 const int n1 = (variant >> 2) & 1 && N > 2 ? N - 1 : N;
-                int8_matrix x = make_int8(M, K, exact), w = make_int8(N, K, exact);
+                const int p0 = (variant >> 3) & 1 ? BLOCK : 0, rest = p0 ? 5 : 0;
+                int8_matrix xm = make_int8(M, p0 + K + rest, exact);
+                int8_matrix wm = make_int8(N, p0 + K + rest, exact);
+                const gptc_int8_rows x = int8_view(xm.v, p0), w = int8_view(wm.v, p0);
                 float *out = guarded_floats((size_t)M * N), *bias = NULL;
                 double *ref = malloc((size_t)M * N * sizeof(double));
                 double *mag = malloc((size_t)M * N * sizeof(double));
@@ -662,13 +678,13 @@ static double check_rows_int8(const gptc_kernels *t, int exact)
                 for (int m = 0; m < M; m++) {
                     for (int n = 0; n < N; n++) {
                         const size_t o = (size_t)m * N + n;
-                        const double v = int8_dot_ref(x.v, m, w.v, n, K, &mag[o]) +
+                        const double v = int8_dot_ref(x, m, w, n, K, &mag[o]) +
                                          (bias != NULL ? bias[n] : 0.0);
                         mag[o] += fabs(out[o]) + (bias != NULL ? fabs(bias[n]) : 0.0);
                         ref[o] = n < n0 || n >= n1 ? out[o] : (accumulate ? out[o] : 0.0) + v;
                     }
                 }
-                t->rows_int8(out, x.v, w.v, bias, M, K, N, n0, n1, accumulate);
+                t->rows_int8(out, x, w, bias, M, K, N, n0, n1, accumulate);
                 for (int o = 0; o < M * N; o++) {
                     if (exact && (double)out[o] != ref[o]) {
                         worst = broken("rows_int8", "not the exact integer sum (M, K, N)", M, K,
@@ -679,8 +695,8 @@ static double check_rows_int8(const gptc_kernels *t, int exact)
                 }
                 free(ref);
                 free(mag);
-                free(x.wide);
-                free(w.wide);
+                free(xm.wide);
+                free(wm.wide);
                 release_buffers();
             }
         }
