@@ -25,10 +25,14 @@
  *    that keep the weights the backward needs, with the dropout noise on
  *    the weights drawn up front in PyTorch's order. A forward with dropout
  *    but without gradients runs it too, keeping nothing.
+ *  - the same in two halves, for a hook on MultiHeadAttention.dropout that
+ *    must see (and may replace) the weights between them, as the book's
+ *    forward has them: gptc_attention_weights (q, k -> the weights) and
+ *    gptc_attention_context (weights, v -> out).
  * gptc_attention_backward turns the gradient of the output into the
- * gradients of q, k and v. gptc_mha_tokens is the whole module around
- * them (projections, cache, out_proj), for MultiHeadAttention and the
- * model's blocks alike.
+ * gradients of q, k and v; each half has its backward too. gptc_mha_tokens
+ * is the whole module around them (projections, cache, out_proj), for
+ * MultiHeadAttention and the model's blocks alike.
  */
 #include "gptc.h"
 #include "internal.h"
@@ -100,18 +104,22 @@ void gptc_attention_cached_forward(float *out, const float *q, const float *k_ca
  * diagonal are computed and then replaced by zeros (A and dS are zero
  * there), which costs less than splitting the products into triangles.
  *
- * A thread owns a whole (b, h): the slices of out, dq, dk, dv it writes
- * belong to no other head, so there are no races, and every sum runs in
- * the same order for any thread count.
- */
+ * The fused pair (gptc_attention_forward_train, gptc_attention_backward)
+ * and the two halves the module calls when a hook on its dropout must see
+ * A (gptc_attention_weights: Q, K -> A; gptc_attention_context: W, V -> O,
+ * and their backwards) are built from the same per-head steps below, run
+ * by one driver, for_each_head.
+ *
+ * A thread owns a whole (b, h): the slices of the outputs it writes belong
+ * to no other head, so there are no races, and every sum runs in the same
+ * order for any thread count.
+ * ---------------------------------------------------------------------- */
 
-/* Per-thread scratch of the training functions: two T x T squares and the
- * packing buffer of the largest product. */
-static size_t train_scratch_floats(int T, int HS)
+/* A, S and their gradients are T x T squares; scratch squares are padded
+ * to 16 floats so that each one starts aligned like the first. */
+static size_t padded_square(int T)
 {
-    size_t square = ((size_t)T * T + 15) / 16 * 16;
-    size_t w1 = gptc_gemm_serial_floats(T, T, HS), w2 = gptc_gemm_serial_floats(T, HS, T);
-    return 2 * square + (w1 > w2 ? w1 : w2);
+    return ((size_t)T * T + 15) / 16 * 16;
 }
 
 /* A (T x T, row stride T) = the causal softmax weights of one head:
@@ -148,103 +156,256 @@ static const float *dropped_weights(const float *a, const float *nz, size_t n, f
     return buf;
 }
 
-int gptc_attention_forward_train(float *out, float *att, float *noise, const float *q,
-                                 const float *k, const float *v, int B, int T, int NH, int HS,
-                                 double dropout_p, gptc_generator *g, int nthreads)
+/* O = W V for one head, written into its slice of out (row stride C). All
+ * of W counts: weights a hook replaced need not be causal. */
+static void head_context(float *outh, const float *w, const float *vh, int T, int C, int HS,
+                         float *work)
 {
-    const int C = NH * HS;
-    const float divisor = sqrtf((float)HS);
-    const size_t n = (size_t)B * NH * T * T, square = (size_t)T * T;
-    const size_t padded = (square + 15) / 16 * 16;
-    const size_t per_thread = train_scratch_floats(T, HS);
+    gptc_gemm_serial(T, HS, T, w, T, 1, vh, C, 1, outh, C, 0, work);
+}
+
+/* The gradients of O = W V for one head: dV += W^T dO (dvh NULL: skipped)
+ * and dW = dO V^T, or dW += dO V^T with accumulate (dw NULL: skipped). */
+static void head_context_backward(float *dw, int accumulate, float *dvh, const float *douth,
+                                  const float *w, const float *vh, int T, int C, int HS,
+                                  float *work)
+{
+    if (dvh != NULL) {
+        /* element (j, i) of W^T is w[i * T + j] */
+        gptc_gemm_serial(T, HS, T, w, 1, T, douth, C, 1, dvh, C, 1, work);
+    }
+    if (dw != NULL) {
+        gptc_gemm_serial(T, T, HS, douth, C, 1, vh, 1, C, dw, T, accumulate, work);
+    }
+}
+
+/* dS of one head from dW, the gradient of the weights V was multiplied by:
+ * dA = dW * noise (dropout passes what it kept; nz NULL: no dropout), then
+ * the softmax Jacobian. ds may be dw itself. Entries of dW above the
+ * diagonal do not count: A is constant 0 there. */
+static void head_scores_backward(float *ds, const float *dw, const float *a, const float *nz,
+                                 int T, float divisor)
+{
+    for (int i = 0; i < T; i++) {
+        const float *ai = a + (size_t)i * T, *dwi = dw + (size_t)i * T;
+        float *row = ds + (size_t)i * T;
+        if (nz != NULL) {
+            const float *nzi = nz + (size_t)i * T;
+            for (int j = 0; j <= i; j++) row[j] = dwi[j] * nzi[j];
+        } else if (row != dwi) {
+            for (int j = 0; j <= i; j++) row[j] = dwi[j];
+        }
+        float dot = 0.0f;
+        for (int j = 0; j <= i; j++) dot += ai[j] * row[j];
+        /* the forward divided the dot product by sqrt(HS) */
+        for (int j = 0; j <= i; j++) row[j] = ai[j] * (row[j] - dot) / divisor;
+        for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+    }
+}
+
+/* dQ += dS K and dK += dS^T Q for one head (NULL skips either). */
+static void head_qk_backward(float *dqh, float *dkh, const float *ds, const float *qh,
+                             const float *kh, int T, int C, int HS, float *work)
+{
+    if (dqh != NULL) {
+        gptc_gemm_serial(T, HS, T, ds, T, 1, kh, C, 1, dqh, C, 1, work);
+    }
+    if (dkh != NULL) {
+        /* element (j, i) of dS^T is ds[i * T + j] */
+        gptc_gemm_serial(T, HS, T, ds, 1, T, qh, C, 1, dkh, C, 1, work);
+    }
+}
+
+/* The arrays of one call of a training function, by role; each function
+ * sets the ones it uses and leaves the others NULL. (B, T, NH * HS)
+ * tensors hold head h of token t at [h * HS, (h + 1) * HS) of row t;
+ * (B, NH, T, T) ones hold one T x T square per head. */
+typedef struct attention_call {
+    int T, NH, HS;
+    float divisor;                        /* sqrt(HS) */
+    const float *q, *k, *v, *dout;        /* (B, T, C), read */
+    float *out, *dq, *dk, *dv;            /* (B, T, C), written or accumulated */
+    const float *att;                     /* (B, NH, T, T), read: A, or the W of O = W V */
+    const float *noise;                   /* the dropout noise on att; NULL: none */
+    const float *datt;                    /* the gradient of att, read */
+    float *att_out;                       /* A, written (NULL in a forward that keeps none) */
+    float *datt_out;                      /* the gradient of att, accumulated */
+} attention_call;
+
+/* What a task of for_each_head gets: the slices of its head and its
+ * thread's scratch. */
+typedef struct head_view {
+    size_t slice;        /* where the head starts in the (B, T, C) tensors */
+    size_t square;       /* where its square starts in the (B, NH, T, T) ones */
+    float *scratch[2];   /* T x T each, those the function asked for */
+    float *gemm_work;
+} head_view;
+
+typedef void (*head_task)(const attention_call *c, const head_view *h);
+
+/* Run task on every (b, h) of B * NH heads on nthreads threads, each with
+ * `squares` (at most 2) T x T scratch squares and the packing buffer of the
+ * largest product. Returns 0, or -1 if the scratch could not be
+ * allocated. */
+static int for_each_head(head_task task, const attention_call *c, int B, int squares,
+                         int nthreads)
+{
+    const int T = c->T, HS = c->HS, C = c->NH * c->HS, heads = B * c->NH;
+    if (heads == 0 || T == 0) {
+        return 0;   /* no head has anything to compute */
+    }
+    const size_t padded = padded_square(T);
+    const size_t w1 = gptc_gemm_serial_floats(T, T, HS), w2 = gptc_gemm_serial_floats(T, HS, T);
+    const size_t per_thread = (size_t)squares * padded + (w1 > w2 ? w1 : w2);
     float *scratch = malloc((size_t)nthreads * per_thread * sizeof(float));
     if (scratch == NULL) return -1;
-    /* The dropout noise is drawn up front over the whole (B, NH, T, T)
-     * tensor, masked positions included, in PyTorch's order. */
-    if (noise != NULL) {
-        gptc_dropout_noise(noise, n, dropout_p, g);
-    }
-    const float *drop = dropout_p > 0.0 ? noise : NULL;
-    const int heads = B * NH;
     double work OMP_CLAUSE_ONLY = (double)heads * T * T * HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
     for (int bh = 0; bh < heads; bh++) {
         float *mine = scratch + (size_t)THREAD_INDEX() * per_thread;
-        float *wbuf = mine, *gemm_work = mine + 2 * padded;
-        int b = bh / NH, h = bh % NH;
-        size_t base = (size_t)b * T * C + (size_t)h * HS;
-        /* the weights are kept in att, or live in this thread's second square */
-        float *a = att != NULL ? att + (size_t)bh * square : mine + padded;
-        head_weights(a, q + base, k + base, T, C, HS, divisor, gemm_work);
-        const float *w = dropped_weights(a, drop == NULL ? NULL : drop + (size_t)bh * square,
-                                         square, wbuf);
-        gptc_gemm_serial(T, HS, T, w, T, 1, v + base, C, 1, out + base, C, 0, gemm_work);
+        int b = bh / c->NH, h = bh % c->NH;
+        head_view view = {
+            .slice = (size_t)b * T * C + (size_t)h * HS,
+            .square = (size_t)bh * T * T,
+            /* (a square not asked for would point past this thread's slice) */
+            .scratch = {squares > 0 ? mine : NULL, squares > 1 ? mine + padded : NULL},
+            .gemm_work = mine + (size_t)squares * padded,
+        };
+        task(c, &view);
     }
     free(scratch);
     return 0;
+}
+
+/* The slice at offset `at` of an optional output (NULL stays NULL). */
+static float *slice_of(float *a, size_t at)
+{
+    return a == NULL ? NULL : a + at;
+}
+
+static void forward_train_head(const attention_call *c, const head_view *h)
+{
+    const int T = c->T, C = c->NH * c->HS;
+    /* the weights are kept in att_out, or live in the second scratch square */
+    float *a = c->att_out != NULL ? c->att_out + h->square : h->scratch[1];
+    head_weights(a, c->q + h->slice, c->k + h->slice, T, C, c->HS, c->divisor, h->gemm_work);
+    const float *nz = c->noise == NULL ? NULL : c->noise + h->square;
+    const float *w = dropped_weights(a, nz, (size_t)T * T, h->scratch[0]);
+    head_context(c->out + h->slice, w, c->v + h->slice, T, C, c->HS, h->gemm_work);
+}
+
+int gptc_attention_forward_train(float *out, float *att, float *noise, const float *q,
+                                 const float *k, const float *v, int B, int T, int NH, int HS,
+                                 double dropout_p, gptc_generator *g, int nthreads)
+{
+    /* The dropout noise is drawn up front over the whole (B, NH, T, T)
+     * tensor, masked positions included, in PyTorch's order. */
+    if (noise != NULL) {
+        gptc_dropout_noise(noise, (size_t)B * NH * T * T, dropout_p, g);
+    }
+    attention_call c = {.T = T, .NH = NH, .HS = HS, .divisor = sqrtf((float)HS),
+                        .q = q, .k = k, .v = v, .out = out, .att_out = att,
+                        .noise = dropout_p > 0.0 ? noise : NULL};
+    return for_each_head(forward_train_head, &c, B, 2, nthreads);
+}
+
+static void backward_head(const attention_call *c, const head_view *h)
+{
+    const int T = c->T, C = c->NH * c->HS;
+    const float *a = c->att + h->square;
+    const float *nz = c->noise == NULL ? NULL : c->noise + h->square;
+    float *dvh = slice_of(c->dv, h->slice), *dqh = slice_of(c->dq, h->slice);
+    float *dkh = slice_of(c->dk, h->slice);
+    /* dW goes into the second scratch square, which then becomes dS */
+    float *ds = dqh != NULL || dkh != NULL ? h->scratch[1] : NULL;
+    const float *w = dvh == NULL ? NULL : dropped_weights(a, nz, (size_t)T * T, h->scratch[0]);
+    head_context_backward(ds, 0, dvh, c->dout + h->slice, w, c->v + h->slice, T, C, c->HS,
+                          h->gemm_work);
+    if (ds == NULL) return;
+    head_scores_backward(ds, ds, a, nz, T, c->divisor);
+    head_qk_backward(dqh, dkh, ds, c->q + h->slice, c->k + h->slice, T, C, c->HS,
+                     h->gemm_work);
 }
 
 int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, const float *att,
                             const float *noise, int B, int T, int NH, int HS, int nthreads)
 {
-    const int C = NH * HS;
-    const float divisor = sqrtf((float)HS);
-    const int need_ds = dq != NULL || dk != NULL;
-    if (!need_ds && dv == NULL) {
+    if (dq == NULL && dk == NULL && dv == NULL) {
         return 0;
     }
-    const size_t square = (size_t)T * T;
-    const size_t per_thread = train_scratch_floats(T, HS);
-    float *scratch = malloc((size_t)nthreads * per_thread * sizeof(float));
-    if (scratch == NULL) return -1;
-    const int heads = B * NH;
-    double work OMP_CLAUSE_ONLY = (double)heads * T * T * HS;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
-    if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && heads > 1)
-    for (int bh = 0; bh < heads; bh++) {
-        float *mine = scratch + (size_t)THREAD_INDEX() * per_thread;
-        float *wbuf = mine, *ds = mine + (square + 15) / 16 * 16;
-        float *gemm_work = ds + (square + 15) / 16 * 16;
-        int b = bh / NH, h = bh % NH;
-        size_t base = (size_t)b * T * C + (size_t)h * HS;
-        const float *a = att + (size_t)bh * square;
-        const float *nz = noise == NULL ? NULL : noise + (size_t)bh * square;
-        const float *dout_h = dout + base;
-        if (dv != NULL) {
-            /* dV += W^T dO: element (j, i) of W^T is w[i * T + j] */
-            const float *w = dropped_weights(a, nz, square, wbuf);
-            gptc_gemm_serial(T, HS, T, w, 1, T, dout_h, C, 1, dv + base, C, 1, gemm_work);
-        }
-        if (!need_ds) {
-            continue;
-        }
-        /* dW = dO V^T, into ds, which then becomes dS row by row */
-        gptc_gemm_serial(T, T, HS, dout_h, C, 1, v + base, 1, C, ds, T, 0, gemm_work);
-        for (int i = 0; i < T; i++) {
-            const float *ai = a + (size_t)i * T;
-            float *row = ds + (size_t)i * T;
-            if (nz != NULL) {
-                const float *nzi = nz + (size_t)i * T;
-                for (int j = 0; j <= i; j++) row[j] *= nzi[j];   /* dA: dropout passes what it kept */
-            }
-            float dot = 0.0f;
-            for (int j = 0; j <= i; j++) dot += ai[j] * row[j];
-            /* the forward divided the dot product by sqrt(HS) */
-            for (int j = 0; j <= i; j++) row[j] = ai[j] * (row[j] - dot) / divisor;
-            for (int j = i + 1; j < T; j++) row[j] = 0.0f;
-        }
-        if (dq != NULL) {
-            gptc_gemm_serial(T, HS, T, ds, T, 1, k + base, C, 1, dq + base, C, 1, gemm_work);
-        }
-        if (dk != NULL) {
-            /* dK += dS^T Q: element (j, i) of dS^T is ds[i * T + j] */
-            gptc_gemm_serial(T, HS, T, ds, 1, T, q + base, C, 1, dk + base, C, 1, gemm_work);
-        }
+    attention_call c = {.T = T, .NH = NH, .HS = HS, .divisor = sqrtf((float)HS),
+                        .q = q, .k = k, .v = v, .dout = dout, .dq = dq, .dk = dk, .dv = dv,
+                        .att = att, .noise = noise};
+    return for_each_head(backward_head, &c, B, 2, nthreads);
+}
+
+static void weights_head(const attention_call *c, const head_view *h)
+{
+    head_weights(c->att_out + h->square, c->q + h->slice, c->k + h->slice, c->T,
+                 c->NH * c->HS, c->HS, c->divisor, h->gemm_work);
+}
+
+int gptc_attention_weights(float *att, const float *q, const float *k, int B, int T, int NH,
+                           int HS, int nthreads)
+{
+    attention_call c = {.T = T, .NH = NH, .HS = HS, .divisor = sqrtf((float)HS),
+                        .q = q, .k = k, .att_out = att};
+    return for_each_head(weights_head, &c, B, 0, nthreads);
+}
+
+static void weights_backward_head(const attention_call *c, const head_view *h)
+{
+    float *ds = h->scratch[0];
+    head_scores_backward(ds, c->datt + h->square, c->att + h->square, NULL, c->T, c->divisor);
+    head_qk_backward(slice_of(c->dq, h->slice), slice_of(c->dk, h->slice), ds,
+                     c->q + h->slice, c->k + h->slice, c->T, c->NH * c->HS, c->HS,
+                     h->gemm_work);
+}
+
+int gptc_attention_weights_backward(float *dq, float *dk, const float *datt, const float *q,
+                                    const float *k, const float *att, int B, int T, int NH,
+                                    int HS, int nthreads)
+{
+    if (dq == NULL && dk == NULL) {
+        return 0;
     }
-    free(scratch);
-    return 0;
+    attention_call c = {.T = T, .NH = NH, .HS = HS, .divisor = sqrtf((float)HS),
+                        .q = q, .k = k, .dq = dq, .dk = dk, .att = att, .datt = datt};
+    return for_each_head(weights_backward_head, &c, B, 1, nthreads);
+}
+
+static void context_head(const attention_call *c, const head_view *h)
+{
+    head_context(c->out + h->slice, c->att + h->square, c->v + h->slice, c->T,
+                 c->NH * c->HS, c->HS, h->gemm_work);
+}
+
+int gptc_attention_context(float *out, const float *weights, const float *v, int B, int T,
+                           int NH, int HS, int nthreads)
+{
+    attention_call c = {.T = T, .NH = NH, .HS = HS, .v = v, .out = out, .att = weights};
+    return for_each_head(context_head, &c, B, 0, nthreads);
+}
+
+static void context_backward_head(const attention_call *c, const head_view *h)
+{
+    head_context_backward(slice_of(c->datt_out, h->square), 1, slice_of(c->dv, h->slice),
+                          c->dout + h->slice, c->att + h->square, c->v + h->slice, c->T,
+                          c->NH * c->HS, c->HS, h->gemm_work);
+}
+
+int gptc_attention_context_backward(float *dweights, float *dv, const float *dout,
+                                    const float *weights, const float *v, int B, int T,
+                                    int NH, int HS, int nthreads)
+{
+    if (dweights == NULL && dv == NULL) {
+        return 0;
+    }
+    attention_call c = {.T = T, .NH = NH, .HS = HS, .v = v, .dout = dout, .dv = dv,
+                        .att = weights, .datt_out = dweights};
+    return for_each_head(context_backward_head, &c, B, 0, nthreads);
 }
 
 /* ------------------------------------------------------------------------

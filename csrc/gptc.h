@@ -269,6 +269,31 @@ int gptc_attention_forward_train(float *out, float *att, float *noise, const flo
 int gptc_attention_backward(float *dq, float *dk, float *dv, const float *dout,
                             const float *q, const float *k, const float *v, const float *att,
                             const float *noise, int B, int T, int NH, int HS, int nthreads);
+/* attention.c: the training forward in two halves, for a forward that
+ * hands the weights to the dropout module in between (a hook on it may
+ * replace them). Threaded over (b, h) on nthreads threads, deterministic
+ * for any thread count; each returns 0, or -1 if its scratch could not be
+ * allocated.
+ *
+ * gptc_attention_weights: att (B, NH, T, T) = the causal softmax of
+ * q k^T / sqrt(HS) per head, zeros above the diagonal: the att of
+ * gptc_attention_forward_train, bit for bit. Its backward: dq, dk (B, T,
+ * NH * HS) from datt, the gradient of att; entries of datt above the
+ * diagonal do not count (att is constant 0 there). */
+int gptc_attention_weights(float *att, const float *q, const float *k, int B, int T, int NH,
+                           int HS, int nthreads);
+int gptc_attention_weights_backward(float *dq, float *dk, const float *datt, const float *q,
+                                    const float *k, const float *att, int B, int T, int NH,
+                                    int HS, int nthreads);
+/* gptc_attention_context: out (B, T, NH * HS) = weights (B, NH, T, T) times
+ * the values of each head, the heads merged back, ready for out_proj. Every
+ * entry of weights counts, above the diagonal too. Its backward: dweights
+ * (B, NH, T, T) and dv (B, T, NH * HS). */
+int gptc_attention_context(float *out, const float *weights, const float *v, int B, int T,
+                           int NH, int HS, int nthreads);
+int gptc_attention_context_backward(float *dweights, float *dv, const float *dout,
+                                    const float *weights, const float *v, int B, int T,
+                                    int NH, int HS, int nthreads);
 
 /* MultiHeadAttention as C sees it: its sizes, its weights by the book's
  * attribute names, and the dropout on its attention weights. The q/k/v

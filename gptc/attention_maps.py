@@ -5,16 +5,14 @@ blocks on ``idx`` and, as each block's ``MultiHeadAttention`` is called,
 computes from that very input the softmax weights the book's
 ``MultiHeadAttention`` calls ``attn_weights``: the query and key projections
 (csrc/matmul.c) and the causal softmax of their scaled products
-(``gptc_attention_forward_train`` in csrc/attention.c, which returns the
-weights it multiplies the values by).
+(``gptc_attention_weights`` in csrc/attention.c, the weights the training
+kernel multiplies the values by).
 """
 import numpy as np
 
-from . import _C
 from .autograd import no_grad
 from .nn import functional as F
 from .nn.gpt import GPTModel, MultiHeadAttention, _check_in_idx
-from .random import default_generator
 
 __all__ = ["attention_weights"]
 
@@ -78,10 +76,7 @@ def attention_weights(model, idx):
         x = args[0]
         q = F.linear(x, att.W_query.weight, att.W_query.bias)
         k = F.linear(x, att.W_key.weight, att.W_key.bias)
-        v = np.zeros_like(q)   # the weights do not depend on the values
-        _, layer_weights, _ = _C.attention_train(q, k, v, att.num_heads, 0.0,
-                                                 default_generator)
-        weights[len(filled)] = layer_weights
+        weights[len(filled)] = F.attention_weights(q, k, att.num_heads)
         filled.append(att)
 
     handles = [att.register_forward_pre_hook(record) for att in dict.fromkeys(attention)]

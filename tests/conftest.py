@@ -1,5 +1,6 @@
 """Shared test set-up: PyTorch (the oracle) when installed, and comparison helpers."""
 import os
+import platform
 import sys
 
 import numpy as np
@@ -104,6 +105,60 @@ def report(name, got, expected, rtol=0.0, atol=0.0):
     print(f"{name}: max abs error {max_abs:.3g}, max rel error {max_rel:.3g}")
     np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=name)
     return max_abs
+
+
+def is_intel_cpu():
+    """True on Intel CPUs, where PyTorch's bernoulli_ (and so dropout) takes its MKL
+    path: a random stream gptc does not reproduce."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return "GenuineIntel" in line
+    except OSError:
+        pass
+    info = " ".join([platform.processor(), platform.uname().processor, platform.machine()])
+    return "intel" in info.lower() or "genuineintel" in info.lower()
+
+
+def torch_grads(module):
+    """The gradients of a PyTorch module's parameters that have one, by name."""
+    return {k: p.grad.numpy() for k, p in module.named_parameters() if p.grad is not None}
+
+
+def gptc_grads(module):
+    """The gradients of a gptc module's parameters that have one, by name."""
+    return {k: np.asarray(p.grad) for k, p in module.named_parameters() if p.grad is not None}
+
+
+def compare_grads(name, got, expected, tol=1e-4):
+    """Per tensor, max |error| relative to that tensor's largest gradient; the same
+    parameters must have gradients on both sides. The key bias gradient is zero in
+    exact arithmetic (softmax ignores a shift shared by all keys), so both sides hold
+    rounding noise: the scale used is never below 1e-4 of the largest gradient of the
+    whole model."""
+    assert sorted(got) == sorted(expected), (sorted(got), sorted(expected))
+    floor = 1e-4 * max(float(np.abs(g).max()) for g in expected.values())
+    worst = 0.0
+    for key in expected:
+        ref = expected[key]
+        err = np.abs(got[key] - ref).max() / max(float(np.abs(ref).max()), floor)
+        worst = max(worst, float(err))
+        assert err <= tol, f"{name}: gradient of {key} off by {err:.3g} (relative)"
+    print(f"{name}: max relative gradient error {worst:.3g}")
+    return worst
+
+
+def backward_both(torch, t_model, g_model, inputs, targets, name):
+    """Cross-entropy of both models on the same batch, backpropagated; the losses
+    must agree. Returns nothing: the gradients are in the parameters."""
+    import gptc
+    t_loss = torch.nn.functional.cross_entropy(
+        t_model(torch.from_numpy(inputs)).flatten(0, 1), torch.from_numpy(targets).flatten())
+    t_loss.backward()
+    g_loss = gptc.nn.functional.cross_entropy(g_model(inputs).flatten(0, 1), targets.flatten())
+    g_loss.backward()
+    report(name, g_loss.item(), t_loss.item(), rtol=1e-5)
 
 
 def torch_state_to_gptc(torch_module, gptc_module):

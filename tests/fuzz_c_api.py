@@ -342,6 +342,30 @@ class Fuzzer:
             return _C.attention_backward, [self.f32(*q.shape), q, self.f32(*q.shape),
                                            self.f32(*q.shape), att, noise, nh] + grads, {}
 
+        def attention_weights():
+            b, t, nh = B(), T(), r.choice([1, 2])
+            q = self.f32(b, t, 4 * nh)
+            return _C.attention_weights, [q, self.f32(*q.shape), nh], {}
+
+        def attention_weights_backward():
+            b, t, nh = B(), T(), r.choice([1, 2])
+            q = self.f32(b, t, 4 * nh)
+            grads = [np.zeros_like(q) if r.random() < 0.7 else None for _ in range(2)]
+            return _C.attention_weights_backward, [self.f32(b, nh, t, t), q, self.f32(*q.shape),
+                                                   self.f32(b, nh, t, t), nh] + grads, {}
+
+        def attention_context():
+            b, t, nh = B(), T(), r.choice([1, 2])
+            return _C.attention_context, [self.f32(b, nh, t, t), self.f32(b, t, 4 * nh), nh], {}
+
+        def attention_context_backward():
+            b, t, nh = B(), T(), r.choice([1, 2])
+            v = self.f32(b, t, 4 * nh)
+            grads = [np.zeros((b, nh, t, t), np.float32) if r.random() < 0.7 else None,
+                     np.zeros_like(v) if r.random() < 0.7 else None]
+            return _C.attention_context_backward, [self.f32(*v.shape), self.f32(b, nh, t, t), v,
+                                                   nh] + grads, {}
+
         def attention_cached():
             b, tq, cap, nh = B(), r.randint(1, 3), r.randint(3, 6), r.choice([1, 2])
             q = self.f32(b, tq, 4 * nh)
@@ -412,6 +436,10 @@ class Fuzzer:
                                              r.choice([1, 2]), g()], {}),
             "attention_train": attention_train,
             "attention_backward": attention_backward,
+            "attention_weights": attention_weights,
+            "attention_weights_backward": attention_weights_backward,
+            "attention_context": attention_context,
+            "attention_context_backward": attention_context_backward,
             "gpt_forward": gpt_forward,
             "check_in_idx": lambda: (_C.check_in_idx, [self.ids(20, 2, 3), 20, "in_idx", 8], {}),
             "Decoder": decoder_new,

@@ -5,7 +5,8 @@ import pytest
 
 import gptc
 from gptc import nn
-from conftest import example_deep_network, report, small_config, torch_state_to_gptc
+from conftest import (backward_both, compare_grads, example_deep_network, gptc_grads, report,
+                      small_config, torch_grads, torch_state_to_gptc)
 
 
 def gradient_means(model, x):
@@ -66,41 +67,6 @@ def test_recorded_forward_equals_plain_forward():
     report("recorded vs one-call forward", np.asarray(model(ids)), plain, atol=1e-5)
 
 
-def _torch_grads(module):
-    return {k: p.grad.numpy() for k, p in module.named_parameters() if p.grad is not None}
-
-
-def _gptc_grads(module):
-    return {k: np.asarray(p.grad) for k, p in module.named_parameters() if p.grad is not None}
-
-
-def _compare_grads(name, got, expected, tol=1e-4):
-    """Per tensor, max |error| relative to that tensor's largest gradient. The key
-    bias gradient is zero in exact arithmetic (softmax ignores a shift shared by
-    all keys), so both sides hold rounding noise: the scale used is never below
-    1e-4 of the largest gradient of the whole model."""
-    assert sorted(got) == sorted(expected), (sorted(got), sorted(expected))
-    floor = 1e-4 * max(float(np.abs(g).max()) for g in expected.values())
-    worst = 0.0
-    for key in expected:
-        ref = expected[key]
-        err = np.abs(got[key] - ref).max() / max(float(np.abs(ref).max()), floor)
-        worst = max(worst, float(err))
-        assert err <= tol, f"{name}: gradient of {key} off by {err:.3g} (relative)"
-    print(f"{name}: max relative gradient error {worst:.3g}")
-
-
-def _backward_both(torch, t_model, g_model, inputs, targets, name):
-    """Cross-entropy of both models on the same batch, backpropagated; the losses
-    must agree. Returns nothing: the gradients are in the parameters."""
-    t_loss = torch.nn.functional.cross_entropy(
-        t_model(torch.from_numpy(inputs)).flatten(0, 1), torch.from_numpy(targets).flatten())
-    t_loss.backward()
-    g_loss = nn.functional.cross_entropy(g_model(inputs).flatten(0, 1), targets.flatten())
-    g_loss.backward()
-    report(name, g_loss.item(), t_loss.item(), rtol=1e-5)
-
-
 @pytest.mark.parametrize("cfg", [small_config(n_layers=1), small_config(qkv_bias=True),
                                  small_config(emb_dim=16, n_heads=1, vocab_size=7,
                                               context_length=5, n_layers=2)],
@@ -116,8 +82,8 @@ def test_gpt_model_gradients_match_torch(torch, ref, cfg):
     T = cfg["context_length"]
     inputs = rng.integers(0, cfg["vocab_size"], (2, T))
     targets = rng.integers(0, cfg["vocab_size"], (2, T))
-    _backward_both(torch, t_model, g_model, inputs, targets, "loss")
-    _compare_grads("GPTModel", _gptc_grads(g_model), _torch_grads(t_model))
+    backward_both(torch, t_model, g_model, inputs, targets, "loss")
+    compare_grads("GPTModel", gptc_grads(g_model), torch_grads(t_model))
 
 
 def test_gpt2_124m_gradients_match_torch(torch, ref):
@@ -130,8 +96,8 @@ def test_gpt2_124m_gradients_match_torch(torch, ref):
     g_model = gptc.GPTModel(cfg).eval()      # same seed: the same weights
     inputs = np.array([[6109, 3626, 6100, 345]])
     targets = np.array([[3626, 6100, 345, 11]])
-    _backward_both(torch, t_model, g_model, inputs, targets, "124M loss")
-    _compare_grads("GPT-2 124M", _gptc_grads(g_model), _torch_grads(t_model))
+    backward_both(torch, t_model, g_model, inputs, targets, "124M loss")
+    compare_grads("GPT-2 124M", gptc_grads(g_model), torch_grads(t_model))
 
 
 def test_train_mode_gradients_with_dropout_match_torch(torch, ref):
@@ -145,8 +111,8 @@ def test_train_mode_gradients_with_dropout_match_torch(torch, ref):
     targets = np.roll(inputs, -1, axis=1)
     torch.manual_seed(5)
     gptc.manual_seed(5)
-    _backward_both(torch, t_model, g_model, inputs, targets, "train-mode loss")
-    _compare_grads("GPTModel train mode", _gptc_grads(g_model), _torch_grads(t_model))
+    backward_both(torch, t_model, g_model, inputs, targets, "train-mode loss")
+    compare_grads("GPTModel train mode", gptc_grads(g_model), torch_grads(t_model))
 
 
 def test_tensor_arithmetic_gradients_match_torch(torch):

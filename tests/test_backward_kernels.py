@@ -474,6 +474,83 @@ def test_attention_backward_is_deterministic_for_any_thread_count():
             np.testing.assert_array_equal(a, b)
 
 
+def torch_attention_halves(torch, q, k, weights, v, num_heads, datt, dout):
+    """The book's two halves of attention in float64, each on its own: the causal
+    softmax weights of q and k, backpropagated from datt; and weights @ v per head
+    with the heads merged, backpropagated from dout. Returns att, dq, dk, out,
+    dweights, dv."""
+    B, T, C = q.shape
+    hs = C // num_heads
+    tq, tk, tw, tv = t64(torch, q), t64(torch, k), t64(torch, weights), t64(torch, v)
+    heads = lambda t: t.view(B, T, num_heads, hs).transpose(1, 2)
+    scores = heads(tq) @ heads(tk).transpose(2, 3)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    att = torch.softmax(scores.masked_fill(mask, -torch.inf) / hs ** 0.5, dim=-1)
+    att.backward(torch.tensor(datt, dtype=torch.float64))
+    out = (tw @ heads(tv)).transpose(1, 2).reshape(B, T, C)
+    out.backward(torch.tensor(dout, dtype=torch.float64))
+    return (att.detach().numpy(), tq.grad.numpy(), tk.grad.numpy(), out.detach().numpy(),
+            tw.grad.numpy(), tv.grad.numpy())
+
+
+@pytest.mark.parametrize("B,T,NH,HS", ATTENTION_SHAPES)
+def test_attention_halves_and_their_backwards_match_torch(torch, B, T, NH, HS):
+    """attention_weights is attention_train's att bit for bit; attention_context of
+    weights that are not causal (a hook may return anything) is weights @ v per head.
+    Both backwards give torch's gradients (datt counts only up to the diagonal, where
+    the weights are not constant 0), accumulate (+=) onto what the arrays held, and
+    skip a gradient passed as None."""
+    rng = np.random.default_rng(B * 1000 + T * 100 + NH * 10 + HS + 7)
+    C = NH * HS
+    q, k, v, dout = (randn(rng, B, T, C) for _ in range(4))
+    weights, datt = randn(rng, B, NH, T, T), randn(rng, B, NH, T, T)
+    att = _C.attention_weights(q, k, NH)
+    np.testing.assert_array_equal(att, _C.attention_train(q, k, v, NH, 0.0, gptc.Generator())[1])
+    out = _C.attention_context(weights, v, NH)
+    r_att, rq, rk, r_out, rw, rv = torch_attention_halves(torch, q, k, weights, v, NH, datt,
+                                                          dout)
+    worst = max(rel_err("att", att, r_att), rel_err("out", out, r_out))
+    grads = {"dq": rq, "dk": rk, "dweights": rw, "dv": rv}
+    starts = {name: start(rng, ref) for name, ref in grads.items()}
+    acc = {name: value.copy() for name, value in starts.items()}
+    assert _C.attention_weights_backward(datt, q, k, att, NH, acc["dq"], acc["dk"]) is None
+    assert _C.attention_context_backward(dout, weights, v, NH, acc["dweights"], acc["dv"]) is None
+    for name, ref in grads.items():
+        worst = max(worst, rel_err(f"{name} (+= onto values)",
+                                   acc[name].astype(np.float64) - starts[name], ref))
+    for i, name in enumerate(("dq", "dk")):
+        alone = [None, None]
+        alone[i] = np.zeros(q.shape, np.float32)
+        _C.attention_weights_backward(datt, q, k, att, NH, *alone)
+        worst = max(worst, rel_err(f"{name} alone", alone[i], grads[name]))
+    for i, name in enumerate(("dweights", "dv")):
+        alone = [None, None]
+        alone[i] = np.zeros(grads[name].shape, np.float32)
+        _C.attention_context_backward(dout, weights, v, NH, *alone)
+        worst = max(worst, rel_err(f"{name} alone", alone[i], grads[name]))
+    _C.attention_weights_backward(datt, q, k, att, NH, None, None)
+    _C.attention_context_backward(dout, weights, v, NH, None, None)
+    print(f"attention halves B={B} T={T} NH={NH} HS={HS}: max rel error {worst:.3g}")
+
+
+def test_attention_halves_are_deterministic_for_any_thread_count():
+    rng = np.random.default_rng(21)
+    q, k, v, dout = (randn(rng, 3, 16, 72) for _ in range(4))
+    datt = randn(rng, 3, 6, 16, 16)
+    results = []
+    for n in (1, 2, 2):
+        with threads(n):
+            att = _C.attention_weights(q, k, 6)
+            out = _C.attention_context(att, v, 6)
+            grads = [np.zeros_like(q), np.zeros_like(q), np.zeros_like(datt), np.zeros_like(v)]
+            _C.attention_weights_backward(datt, q, k, att, 6, grads[0], grads[1])
+            _C.attention_context_backward(dout, att, v, 6, grads[2], grads[3])
+            results.append([att, out] + grads)
+    for result in results[1:]:
+        for a, b in zip(results[0], result):
+            np.testing.assert_array_equal(a, b)
+
+
 # -- Losses ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("N,V,spread", [(4, 50257, 30.0), (7, 13, 1.0), (3, 1, 1.0),
@@ -592,3 +669,7 @@ def test_scalar_and_empty_inputs():
     out, att, noise = _C.attention_train(q, q, q, 2, 0.1, gptc.Generator())
     assert out.shape == (2, 0, 4) and att.shape == noise.shape == (2, 2, 0, 0)
     _C.attention_backward(q, q, q, q, att, noise, 2, q.copy(), q.copy(), q.copy())
+    assert _C.attention_weights(q, q, 2).shape == (2, 2, 0, 0)
+    assert _C.attention_context(att, q, 2).shape == (2, 0, 4)
+    _C.attention_weights_backward(att, q, q, att, 2, q.copy(), q.copy())
+    _C.attention_context_backward(q, att, q, 2, att.copy(), q.copy())

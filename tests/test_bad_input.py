@@ -725,6 +725,22 @@ def test_C_backward_kernels_name_the_bad_argument():
                               None, None, None)
     with pytest.raises(ValueError, match=r"att has shape"):
         _C.attention_backward(q, q, q, q, _f32(rng, 1, 1, 3, 3), None, 2, None, None, None)
+    att = _f32(rng, 1, 2, 3, 3)
+    with pytest.raises(ValueError, match=r"the last dimension of v \(4\) must be divisible by "
+                                         r"num_heads \(3\)"):
+        _C.attention_context(att, q, 3)
+    with pytest.raises(ValueError, match=r"weights has shape \(1, 2, 3, 3\), expected "
+                                         r"\(1, 1, 3, 3\)"):
+        _C.attention_context(att, q, 1)
+    with pytest.raises(ValueError, match=r"att has shape \(1, 2, 3, 2\), expected \(1, 2, 3, 3\)"):
+        _C.attention_weights_backward(att, q, q, _f32(rng, 1, 2, 3, 2), 2, None, None)
+    with pytest.raises(ValueError, match=r"dq and dk must not share memory"):
+        dq = np.zeros_like(q)
+        _C.attention_weights_backward(att, q, q, att, 2, dq, dq)
+    with pytest.raises(ValueError, match=r"dweights must not share memory with weights"):
+        _C.attention_context_backward(q, att, q, 2, att, None)
+    with pytest.raises(ValueError, match=r"dv has shape \(1, 3, 2\), expected \(1, 3, 4\)"):
+        _C.attention_context_backward(q, att, q, 2, None, np.zeros((1, 3, 2), np.float32))
     with pytest.raises(IndexError, match=r"target\[1\] = 13 .*\[0, 13\).*13 classes"):
         _C.cross_entropy(_f32(rng, 2, 13), np.array([0, 13]))
     with pytest.raises(IndexError, match=r"targets\[0\] = -1"):
@@ -807,6 +823,17 @@ ONE_BAD_CALL = {
                         r"v has shape"),
     "attention_backward": (lambda: _C.attention_backward(X, X, X, X, X, None, 2, None, None, None),
                            ValueError, r"att must have 4 dimensions|att has shape"),
+    "attention_weights": (lambda: _C.attention_weights(X, X[:, :2].copy(), 2), ValueError,
+                          r"k has shape \(2, 2, 8\), expected \(2, 3, 8\)"),
+    "attention_weights_backward": (
+        lambda: _C.attention_weights_backward(X, X, X, X, 2, None, None), ValueError,
+        r"datt has shape \(2, 3, 8\), expected \(2, 2, 3, 3\)"),
+    "attention_context": (lambda: _C.attention_context(np.zeros((2, 2, 3, 3)), X, 2), TypeError,
+                          r"weights must have dtype float32, got float64"),
+    "attention_context_backward": (
+        lambda: _C.attention_context_backward(X, np.zeros((2, 2, 3, 3), np.float32), X, 3,
+                                              None, None), ValueError,
+        r"last dimension of v \(8\) must be divisible by num_heads \(3\)"),
     "gpt_forward": (lambda: _C.gpt_forward(np.array([[1]]), {}, 1, 1, _G), KeyError,
                     r"no entry 'tok_emb.weight'"),
     "check_in_idx": (lambda: _C.check_in_idx(np.array([[1, 9]]), 5, "ids", 4), IndexError,

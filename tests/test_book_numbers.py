@@ -4,14 +4,12 @@ The constants below are the book's printed values; these tests need no
 PyTorch. Where PyTorch is installed, the same steps are also compared with it
 directly (every weight, and a training-mode forward with dropout active).
 """
-import platform
-
 import numpy as np
 import pytest
 
 import gptc
 from gptc import nn
-from conftest import BOOK_BATCH, HELLO_IDS, report, torch_state_to_gptc
+from conftest import BOOK_BATCH, HELLO_IDS, is_intel_cpu, report, torch_state_to_gptc
 
 
 def _close_to_book(values, book):
@@ -84,15 +82,7 @@ def test_every_initial_weight_equals_torchs(torch, ref, seeded_model):
     assert mismatched == []
 
 
-def _is_intel():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return "GenuineIntel" in f.read()
-    except OSError:
-        return "intel" in platform.processor().lower()
-
-
-@pytest.mark.skipif(_is_intel(), reason="on Intel CPUs PyTorch's CPU dropout draws its masks "
+@pytest.mark.skipif(is_intel_cpu(), reason="on Intel CPUs PyTorch's CPU dropout draws its masks "
                     "through MKL, which gptc does not reproduce")
 def test_train_mode_forward_equals_torchs(torch, ref):
     """A training-mode forward right after the same seed, on a small model: every

@@ -9,7 +9,8 @@ import pytest
 
 import gptc
 from gptc import nn
-from conftest import BOOK_BATCH, report, small_config, torch_state_to_gptc
+from conftest import (BOOK_BATCH, backward_both, compare_grads, gptc_grads, is_intel_cpu,
+                      report, small_config, torch_grads, torch_state_to_gptc)
 from gptc.nn import hooks as hooks_module
 
 IDS = np.array([[3, 14, 159, 265, 358], [979, 323, 846, 264, 338]])
@@ -313,15 +314,206 @@ def test_hooks_inside_the_attention_fire_without_gradients_too(torch, ref):
     report("logits with block 2's attention silenced", got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_a_hook_on_the_attention_dropout_warns_that_it_cannot_fire():
-    """gptc applies the attention dropout inside the C kernel: a hook on
-    att.dropout is never called, and the forward says so instead of staying silent."""
-    gptc.manual_seed(9)
-    model = gptc.GPTModel(small_config()).eval()
-    calls = []
-    model.trf_blocks[0].att.dropout.register_forward_hook(lambda m, a, out: calls.append(1))
-    with pytest.warns(UserWarning, match=r"hook on MultiHeadAttention\.dropout is not called.*"
-                                         r"gptc\.attention_weights"):
+# -- hooks on the attention dropout ----------------------------------------------------------
+# The C kernels apply MultiHeadAttention's dropout themselves; with a hook on att.dropout the
+# attention computes the (batch, heads, T, T) weights, calls the module and multiplies the
+# values by what it returns, as the book's forward does.
+
+def _forward(model, grad_mode, ids=IDS):
+    if grad_mode == "no_grad":
         with gptc.no_grad():
-            model(IDS)
-    assert calls == []
+            return model(ids)
+    out = model(ids)
+    assert isinstance(out, gptc.Tensor)
+    return out
+
+
+def _check_weight_rows(name, weights):
+    """Rows of causal softmax weights: non-negative, zero above the diagonal, summing to 1."""
+    above_diagonal = np.triu(np.ones(weights.shape[-2:], bool), k=1)
+    assert np.all(weights[..., above_diagonal] == 0) and np.all(weights >= 0), name
+    report(f"{name}: row sums", weights.sum(axis=-1), np.ones(weights.shape[:-1]), atol=1e-6)
+
+
+@pytest.mark.parametrize("grad_mode", ["no_grad", "recording"])
+def test_a_hook_on_the_attention_dropout_fires_once_per_block_with_the_weights(torch, ref,
+                                                                              grad_mode):
+    """In eval mode the hook on each block's att.dropout is called once per forward, block
+    after block, with the (batch, heads, T, T) softmax weights as its input (a Tensor
+    while recording): torch's within 1e-6, rows of probabilities that are zero above the
+    diagonal, and returned unchanged. The logits are torch's."""
+    t_model, g_model = _pair(torch, ref, seed=9)
+    theirs, ours = [], []
+    for model, seen, as_array in ((t_model, theirs, lambda t: t.detach().numpy().copy()),
+                                  (g_model, ours, lambda t: np.array(t))):
+        for i, block in enumerate(model.trf_blocks):
+            block.att.dropout.register_forward_hook(
+                lambda m, args, out, i=i, seen=seen, as_array=as_array: seen.append(
+                    (i, type(args[0]), as_array(args[0]), as_array(out))))
+    expected = _torch_logits(torch, t_model)
+    logits = _forward(g_model, grad_mode)
+    assert [i for i, *_ in ours] == [i for i, *_ in theirs] == [0, 1, 2]
+    for (i, kind, weights, out), (_, _, t_weights, _) in zip(ours, theirs):
+        assert weights.shape == (2, 6, 5, 5)
+        assert kind is (gptc.Tensor if grad_mode == "recording" else np.ndarray)
+        report(f"block {i} dropout input ({grad_mode})", weights, t_weights, atol=1e-6)
+        _check_weight_rows(f"block {i} dropout input", weights)
+        np.testing.assert_array_equal(out, weights)
+    report(f"logits with hooked attention dropouts ({grad_mode})", np.asarray(logits), expected,
+           rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(is_intel_cpu(), reason="on Intel CPUs PyTorch's dropout draws its masks "
+                    "through MKL, which gptc does not reproduce")
+def test_train_mode_with_a_hook_on_the_attention_dropout_matches_torch(torch, ref):
+    """Training mode, a hook that returns None on every att.dropout: the Dropout module
+    drops the (batch, heads, T, T) weights with the draws torch's nn.Dropout makes, so
+    after the same seed a MultiHeadAttention gives the book's output and gradients, and
+    the whole model its logits (under no_grad too), loss and gradients; the fused kernel
+    without the hook gives the same logits."""
+    cfg = small_config(drop_rate=0.2, qkv_bias=True)
+    t_model, g_model = _pair(torch, ref, cfg, seed=10)
+    t_model.train()
+    g_model.train()
+    def hook_every_dropout(model):
+        return [block.att.dropout.register_forward_hook(lambda m, args, out: None)
+                for block in model.trf_blocks]
+    hook_every_dropout(t_model)
+    handles = hook_every_dropout(g_model)
+    rng = np.random.default_rng(11)
+    inputs = rng.integers(0, cfg["vocab_size"], (2, 9))
+    targets = np.roll(inputs, -1, axis=1)
+
+    # one MultiHeadAttention, input gradient included
+    t_att, g_att = t_model.trf_blocks[0].att, g_model.trf_blocks[0].att
+    x = rng.standard_normal((2, 9, cfg["emb_dim"])).astype(np.float32)
+    tx, gx = torch.tensor(x, requires_grad=True), gptc.tensor(x, requires_grad=True)
+    dout = rng.standard_normal(x.shape).astype(np.float32)
+    torch.manual_seed(12)
+    gptc.manual_seed(12)
+    t_out, g_out = t_att(tx), g_att(gx)
+    report("MultiHeadAttention output, train mode, hooked dropout", np.asarray(g_out),
+           t_out.detach().numpy(), rtol=1e-5, atol=1e-6)
+    t_out.backward(torch.from_numpy(dout))
+    g_out.backward(dout)
+    report("MultiHeadAttention input gradient", np.asarray(gx.grad), tx.grad.numpy(),
+           rtol=1e-4, atol=1e-6)
+    got, theirs = gptc_grads(g_att), torch_grads(t_att)
+    assert sorted(got) == sorted(theirs)
+    for name in theirs:
+        # (W_key.bias's gradient is 0 in exact arithmetic: both hold rounding noise)
+        report(f"MultiHeadAttention grad {name}", got[name], theirs[name], rtol=1e-4, atol=1e-6)
+    t_model.zero_grad()
+    g_model.zero_grad()
+
+    torch.manual_seed(13)
+    with torch.no_grad():
+        expected = t_model(torch.from_numpy(inputs)).numpy()
+    gptc.manual_seed(13)
+    hooked = _forward(g_model, "no_grad", inputs)
+    report("train-mode logits, hooked dropout (no_grad)", hooked, expected, rtol=1e-5,
+           atol=1e-5)
+    for handle in handles:
+        handle.remove()
+    gptc.manual_seed(13)
+    report("train-mode logits, hooked dropout vs fused kernel", hooked,
+           _forward(g_model, "no_grad", inputs), rtol=1e-5, atol=1e-6)
+    hook_every_dropout(g_model)
+
+    torch.manual_seed(14)
+    gptc.manual_seed(14)
+    backward_both(torch, t_model, g_model, inputs, targets, "train-mode loss, hooked dropout")
+    compare_grads("GPTModel, train mode, hooked dropout", gptc_grads(g_model),
+                  torch_grads(t_model))
+
+
+def _uniform_causal(shape):
+    """Weights that spread each token's attention evenly over itself and the tokens
+    before it: row i holds 1 / (i + 1) up to the diagonal."""
+    T = shape[-1]
+    rows = np.tril(np.ones((T, T), np.float32)) / np.arange(1, T + 1, dtype=np.float32)[:, None]
+    return np.broadcast_to(rows, shape)
+
+
+# name -> (the torch hook's replacement, gptc's) of the dropout's output
+REPLACEMENTS = {
+    "zeros": (lambda torch, out: out * 0.0, lambda out: out * 0.0),
+    "uniform causal": (lambda torch, out: torch.from_numpy(_uniform_causal(out.shape).copy()),
+                       lambda out: _uniform_causal(out.shape)),
+    "squared": (lambda torch, out: out * out, lambda out: out * out),
+}
+
+
+@pytest.mark.parametrize("grad_mode", ["no_grad", "recording"])
+@pytest.mark.parametrize("replacement", sorted(REPLACEMENTS))
+def test_a_hook_that_replaces_the_attention_weights_acts_as_in_torch(torch, ref, replacement,
+                                                                    grad_mode):
+    """A forward hook on block 1's att.dropout whose output replaces the weights (zeros,
+    a uniform causal matrix as a plain array, the weights squared) changes gptc's logits
+    as it changes torch's, with and without gradients; while recording, the loss and the
+    gradient of every parameter (none for block 1's query and key projections when the
+    replacement does not depend on them) are torch's."""
+    t_model, g_model = _pair(torch, ref, seed=15)
+    before = _torch_logits(torch, t_model)
+    t_replace, g_replace = REPLACEMENTS[replacement]
+    t_model.trf_blocks[1].att.dropout.register_forward_hook(
+        lambda m, args, out: t_replace(torch, out))
+    g_model.trf_blocks[1].att.dropout.register_forward_hook(lambda m, args, out: g_replace(out))
+    expected = _torch_logits(torch, t_model)
+    assert not np.allclose(expected, before, atol=1e-3)
+    logits = _forward(g_model, grad_mode)
+    report(f"logits, weights replaced by {replacement} ({grad_mode})", np.asarray(logits),
+           expected, rtol=1e-5, atol=1e-5)
+    if grad_mode == "recording":
+        targets = np.random.default_rng(16).integers(0, 1000, IDS.shape)
+        backward_both(torch, t_model, g_model, IDS, targets, f"loss, {replacement} weights")
+        got, theirs = gptc_grads(g_model), torch_grads(t_model)
+        compare_grads(f"gradients, weights replaced by {replacement}", got, theirs)
+        frozen = replacement == "uniform causal"
+        assert ("trf_blocks.1.att.W_query.weight" not in got) == frozen
+
+
+@pytest.mark.parametrize("grad_mode", ["no_grad", "recording"])
+def test_a_pre_hook_on_the_attention_dropout_replaces_its_input_as_in_torch(torch, ref,
+                                                                           grad_mode):
+    """A pre-hook on att.dropout sees the weights and may replace them (here: halved)."""
+    t_model, g_model = _pair(torch, ref, seed=17)
+    seen = []
+    for model in (t_model, g_model):
+        model.trf_blocks[2].att.dropout.register_forward_pre_hook(
+            lambda m, args: args[0] * 0.5)
+    g_model.trf_blocks[2].att.dropout.register_forward_pre_hook(
+        lambda m, args: seen.append(np.array(args[0])))
+    expected = _torch_logits(torch, t_model)
+    logits = _forward(g_model, grad_mode)
+    assert len(seen) == 1
+    _check_weight_rows("pre-hook input", seen[0] * 2.0)
+    report(f"logits, weights halved by a pre-hook ({grad_mode})", np.asarray(logits), expected,
+           rtol=1e-5, atol=1e-5)
+
+
+def test_removing_the_attention_dropout_hook_returns_to_the_fused_kernel(torch, ref,
+                                                                        monkeypatch):
+    """With the hook, each forward computes the weights once per block through
+    F.attention_weights; once it is removed, no forward does (recording or not), the
+    model runs its one-call C forward again, and the logits are the same."""
+    _, g_model = _pair(torch, ref, seed=18)
+    calls = []
+    original = nn.functional.attention_weights
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+    monkeypatch.setattr(nn.functional, "attention_weights", counted)
+    handles = [block.att.dropout.register_forward_hook(lambda m, args, out: None)
+               for block in g_model.trf_blocks]
+    hooked = [np.asarray(_forward(g_model, mode)) for mode in ("no_grad", "recording")]
+    assert len(calls) == 2 * len(g_model.trf_blocks)
+    for handle in handles:
+        handle.remove()
+    assert g_model._one_call_arguments() is not None
+    fused = [np.asarray(_forward(g_model, mode)) for mode in ("no_grad", "recording")]
+    assert len(calls) == 2 * len(g_model.trf_blocks)
+    for mode, got, expected in zip(("no_grad", "recording"), hooked, fused):
+        report(f"logits with and without the dropout hook ({mode})", got, expected,
+               rtol=1e-5, atol=1e-6)

@@ -20,13 +20,13 @@ What is proved here, and how:
   - ``nn.Dropout`` in training mode (PyTorch's non-MKL Bernoulli path, which
     is what it runs on non-Intel CPUs) and ``nn.Linear`` initialisation.
 """
-import platform
 import struct
 
 import numpy as np
 import pytest
 
 import gptc
+from conftest import is_intel_cpu
 
 STATE_BYTES = 5056
 SEEDS = [0, 1, 123, 2**32 + 5, 0xDEADBEEFCAFEF00D]
@@ -62,19 +62,6 @@ def _assert_same_bits(expected, got, what):
     assert np.array_equal(_bits(expected), _bits(got)), (
         f"{what}: {int((d > 0).sum())} of {d.size} values differ, max {worst} ulp")
     return worst
-
-
-def _is_intel_cpu():
-    """True on Intel CPUs, where PyTorch's bernoulli_ (and so dropout) uses MKL."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return "GenuineIntel" in line
-    except OSError:
-        pass
-    info = " ".join([platform.processor(), platform.uname().processor, platform.machine()])
-    return "intel" in info.lower() or "genuineintel" in info.lower()
 
 
 def _torch():
@@ -350,7 +337,7 @@ def test_linear_init_matches_torch():
     print(f"Linear init: max ulp difference {worst}")
 
 
-@pytest.mark.skipif(_is_intel_cpu(),
+@pytest.mark.skipif(is_intel_cpu(),
                     reason="on Intel CPUs PyTorch's bernoulli_ (used by dropout) takes its MKL "
                            "path, a different random stream that gptc does not reproduce")
 def test_dropout_matches_torch():

@@ -33,10 +33,15 @@ PyObject *py_dropout_backward(PyObject *self, PyObject *args);
 PyObject *py_embedding(PyObject *self, PyObject *args);
 PyObject *py_embedding_backward(PyObject *self, PyObject *args);
 
-/* py_attention.c: MultiHeadAttention, the training kernel and its backward */
+/* py_attention.c: MultiHeadAttention, the training kernel and its backward,
+ * and its two halves (weights, context) and theirs */
 PyObject *py_multihead_attention(PyObject *self, PyObject *args);
 PyObject *py_attention_train(PyObject *self, PyObject *args);
 PyObject *py_attention_backward(PyObject *self, PyObject *args);
+PyObject *py_attention_weights(PyObject *self, PyObject *args);
+PyObject *py_attention_weights_backward(PyObject *self, PyObject *args);
+PyObject *py_attention_context(PyObject *self, PyObject *args);
+PyObject *py_attention_context_backward(PyObject *self, PyObject *args);
 PyObject *py_attention_cached(PyObject *self, PyObject *args);   /* _testing */
 
 /* py_model.c: the one-call forward and the KV-cache decoder */

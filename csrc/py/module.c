@@ -60,6 +60,18 @@ static PyMethodDef module_methods[] = {
      "attention_train(q, k, v, num_heads, dropout_p, generator) -> (out, att, noise_or_None)"},
     {"attention_backward", py_attention_backward, METH_VARARGS,
      "attention_backward(dout, q, k, v, att, noise_or_None, num_heads, dq, dk, dv)"},
+    {"attention_weights", py_attention_weights, METH_VARARGS,
+     "attention_weights(q, k, num_heads) -> att (B, num_heads, T, T): the causal softmax "
+     "weights of every head (attention_train's att), the first half of attention"},
+    {"attention_weights_backward", py_attention_weights_backward, METH_VARARGS,
+     "attention_weights_backward(datt, q, k, att, num_heads, dq, dk): accumulate the "
+     "gradients of q and k from that of att into the arrays given (None: not needed)"},
+    {"attention_context", py_attention_context, METH_VARARGS,
+     "attention_context(weights, v, num_heads) -> out (B, T, C): weights (B, num_heads, T, T) "
+     "times each head's values, heads merged: the second half of attention"},
+    {"attention_context_backward", py_attention_context_backward, METH_VARARGS,
+     "attention_context_backward(dout, weights, v, num_heads, dweights, dv): accumulate the "
+     "gradients of weights and v into the arrays given (None: not needed)"},
     /* the whole model (py_model.c) */
     {"gpt_forward", FN(py_gpt_forward), METH_VARARGS | METH_KEYWORDS,
      "gpt_forward(in_idx, weights, n_layers, n_heads, generator) -> logits: GPTModel in one "

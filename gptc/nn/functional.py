@@ -13,7 +13,8 @@ from ..autograd import Tensor, data_of, grad_buffer, recording
 from ..random import default_generator
 
 __all__ = ["linear", "layer_norm", "gelu", "relu", "dropout", "embedding",
-           "causal_attention", "softmax", "cross_entropy", "mse_loss"]
+           "causal_attention", "attention_weights", "attention_context", "softmax",
+           "cross_entropy", "mse_loss"]
 
 
 def _needs(x):
@@ -136,6 +137,43 @@ def causal_attention(queries, keys, values, num_heads, dropout_p=0.0):
         return (dq, dk, dv)
     return Tensor(out, parents=(queries, keys, values), backward=backward,
                   op="AttentionBackward")
+
+
+def attention_weights(queries, keys, num_heads):
+    """The causal softmax weights of every head, the book's ``attn_weights``
+    before dropout (csrc/attention.c): (batch, tokens, d_out) queries and keys
+    -> (batch, num_heads, tokens, tokens), each row summing to 1 and zero
+    above the diagonal. The first half of ``causal_attention``; with
+    ``attention_context`` it lets a module act on the weights in between."""
+    q, k = (as_float32(data_of(t)) for t in (queries, keys))
+    att = _C.attention_weights(q, k, num_heads)
+    if not recording(queries, keys):
+        return att
+
+    def backward(datt):
+        dq, dk = (_zeros_if(_needs(t), a) for t, a in ((queries, q), (keys, k)))
+        _C.attention_weights_backward(datt, q, k, att, num_heads, dq, dk)
+        return (dq, dk)
+    return Tensor(att, parents=(queries, keys), backward=backward,
+                  op="AttentionWeightsBackward")
+
+
+def attention_context(weights, values, num_heads):
+    """``weights @ values`` for every head, the heads merged back
+    (csrc/attention.c): (batch, num_heads, tokens, tokens) weights and
+    (batch, tokens, d_out) values -> (batch, tokens, d_out), ready for
+    ``out_proj``. Every entry of ``weights`` counts, above the diagonal too."""
+    w, v = (as_float32(data_of(t)) for t in (weights, values))
+    out = _C.attention_context(w, v, num_heads)
+    if not recording(weights, values):
+        return out
+
+    def backward(dout):
+        dw, dv = (_zeros_if(_needs(t), a) for t, a in ((weights, w), (values, v)))
+        _C.attention_context_backward(dout, w, v, num_heads, dw, dv)
+        return (dw, dv)
+    return Tensor(out, parents=(weights, values), backward=backward,
+                  op="AttentionContextBackward")
 
 
 def softmax(input):

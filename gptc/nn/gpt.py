@@ -8,8 +8,6 @@ Every module can be called on its own. Without gradients ``GPTModel.forward``
 runs the whole network in one C call (csrc/model.c) that reads the weights
 where these modules hold them; while recording it calls the modules one by one.
 """
-import warnings
-
 import numpy as np
 
 from .. import _C
@@ -73,6 +71,11 @@ class MultiHeadAttention(Module):
     each position attends to itself and the positions before it (``mask``
     marks the rest); the weights pass through ``dropout`` in training mode;
     the heads are merged and projected by ``out_proj``.
+
+    The C kernels apply that dropout themselves, but while ``dropout`` has a
+    forward hook or pre-hook the forward calls it as the book does, on the
+    (batch, num_heads, num_tokens, num_tokens) weights, and multiplies the
+    values by whatever it (or a hook) returns.
     """
 
     def __init__(self, d_in, d_out, context_length, dropout, num_heads, qkv_bias=False):
@@ -108,17 +111,18 @@ class MultiHeadAttention(Module):
         if x.shape[1] > self.context_length:
             raise ValueError(f"input holds {x.shape[1]} tokens, more than context_length "
                              f"{self.context_length}")
-        hooked = has_hooks(self)
-        if hooked and has_own_hooks(self.dropout):
-            warnings.warn("a hook on MultiHeadAttention.dropout is not called: gptc applies "
-                          "the attention dropout inside its C kernel (gptc.attention_weights"
-                          "(model, idx) returns the attention weights)", stacklevel=2)
-        if hooked or recording(x, *self.parameters()):
+        if has_hooks(self) or recording(x, *self.parameters()):
             # Step by step, so that backward can run through each part and
             # the hooks of the projections fire.
             queries, keys, values = self.W_query(x), self.W_key(x), self.W_value(x)
-            context = F.causal_attention(queries, keys, values, self.num_heads,
-                                         _dropout_p(self.dropout))
+            if has_own_hooks(self.dropout):
+                # The book's steps, so that the dropout's hooks see the
+                # weights and what they return is what multiplies the values.
+                weights = F.attention_weights(queries, keys, self.num_heads)
+                context = F.attention_context(self.dropout(weights), values, self.num_heads)
+            else:
+                context = F.causal_attention(queries, keys, values, self.num_heads,
+                                             _dropout_p(self.dropout))
             return self.out_proj(context)
         weights = _c_weights(self)
         weights["dropout.p"] = _dropout_p(self.dropout)

@@ -12,10 +12,11 @@ first). Each registration returns a ``RemovableHandle``.
 gptc's one-call C forwards (``GPTModel.forward``, ``MultiHeadAttention``
 without gradients, the KV-cache decoder of ``gptc.generate``) do not call
 the submodules, so they check ``has_hooks`` and run the modules one by one
-while any hook is registered. One module is never called: the attention
-applies its dropout inside the C kernel, so a hook on
-``MultiHeadAttention.dropout`` does not fire (a warning says so, and
-``gptc.attention_weights`` returns the weights that dropout would see).
+while any hook is registered. The attention applies its dropout inside its
+C kernel; while ``MultiHeadAttention.dropout`` itself has a hook, the
+attention instead computes the (batch, num_heads, num_tokens, num_tokens)
+weights, calls ``dropout`` on them and multiplies the values by what it
+returns, so that hook fires like any other, once per forward.
 """
 import itertools
 import warnings
