@@ -90,7 +90,9 @@ static int cpu_runs(const gptc_kernels *t)
     if (t == &gptc_kernels_avx2) return avx2;
     if (t == &gptc_kernels_avx2_vnni) return avx2 && cpu_has_avx_vnni();
     if (t == &gptc_kernels_avx512) return avx512;
-    if (t == &gptc_kernels_avx512_vnni) return avx512 && __builtin_cpu_supports("avx512vnni");
+    /* its int8 products are vpdpbusd on 256-bit vectors, which needs AVX512-VL too */
+    if (t == &gptc_kernels_avx512_vnni)
+        return avx512 && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl");
 #endif
 #ifdef GPTC_HAVE_NEON_KERNELS
     if (t == &gptc_kernels_neon_dotprod) return cpu_has_dotprod();

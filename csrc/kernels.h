@@ -165,6 +165,26 @@ extern const gptc_kernels gptc_kernels_avx512, gptc_kernels_avx512_vnni;
 extern const gptc_kernels gptc_kernels_neon, gptc_kernels_neon_dotprod;
 #endif
 
+#ifdef GPTC_HAVE_X86_KERNELS
+/* The int8 few-rows products on 256-bit vectors (x86_avx2.c): with
+ * vpmaddubsw + vpmaddwd (AVX2: the avx2 and avx512 tables), with AVX-VNNI's
+ * vpdpbusd (avx2_vnni) and with AVX512-VNNI's on 256-bit vectors
+ * (avx512_vnni). The AVX-512 tables take these rather than 512-bit ones:
+ * the 512-bit kernel (two blocks per vector, their scales apart by a
+ * permute, the sign trick by mask as AVX-512 has no vpsignb) decoded GPT-2
+ * 124M about 15% slower on a 2-core AMD EPYC (Zen 5 class) VM, 2026-12-02
+ * (e.g. 175 against 214 tokens/s), and no faster on a Sapphire Rapids VM
+ * (178 against 180, 2026-12-01). */
+void gptc_x86_rows_int8_256(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
+                            int M, int K, int N, int n0, int n1, int accumulate);
+void gptc_x86_rows_int8_256_avx_vnni(float *out, gptc_int8_rows x, gptc_int8_rows w,
+                                     const float *bias, int M, int K, int N, int n0, int n1,
+                                     int accumulate);
+void gptc_x86_rows_int8_256_avx512_vnni(float *out, gptc_int8_rows x, gptc_int8_rows w,
+                                        const float *bias, int M, int K, int N, int n0, int n1,
+                                        int accumulate);
+#endif
+
 /* The tables compiled into this build, NULL-terminated, narrowest first. */
 extern const gptc_kernels *const gptc_kernels_compiled[];
 

@@ -1,8 +1,8 @@
 /*
- * rows_int8_simd.h - the int8 kernels (gptc_rows_int8_fn and the loads of
- * gptc_pack_int8_fn) written once for the x86 vector instruction sets.
- * Included after rows_simd.h by a file that maps, besides rows_simd.h's
- * names:
+ * rows_int8_simd.h - the int8 few-rows products (gptc_rows_int8_fn) written
+ * once for x86 vectors. Included after rows_simd.h by x86_avx2.c, whose
+ * 256-bit kernels serve the AVX-512 tables too (kernels.h says why), with
+ * these names mapped besides rows_simd.h's:
  *
  *   QV_BLOCKS              int8 blocks per integer vector (1: 32 bytes, 2: 64)
  *   qv                     an integer vector of QV_BLOCKS * GPTC_INT8_BLOCK bytes
@@ -20,14 +20,11 @@
  *   vf_block_scales(t, s)  the scales of the blocks of step s (blocks
  *                          QV_BLOCKS * s, ...) of t, lane for lane: 8 lanes
  *                          per block, as vf_from_i32 puts a block's sums
- *   vf_widen_int8(p, n)    the first n (<= VF_LANES) int8 at p as float32,
- *                          zeros after, reading nothing past p + n
  *   dot_maddubs(u, s)      the int32 sums of each 4 adjacent products u[i] * s[i]
  *                          (u unsigned, s signed) with vpmaddubsw + vpmaddwd
- *   dot_vnni(u, s)         the same with vpdpbusd, under TARGET_VNNI
  *
- * and gets rows_int8 and rows_int8_vnni for its two kernel tables, and
- * int8_pack_load for its pack_body.
+ * ROWS_INT8_KERNEL(attr, name, dot) then defines the kernel `name` with the
+ * target attribute attr and one of the file's dot products.
  *
  * The integer dot products use the sign trick: x . w = |x| . (w * sign(x)),
  * an unsigned-by-signed product as vpmaddubsw and vpdpbusd take it. With
@@ -41,17 +38,6 @@
 
 /* dot_maddubs or dot_vnni */
 typedef qv (*qv_dot_fn)(qv u, qv s);
-
-/* Values p .. p + n - 1 of row `row` of int8 rows (src: a gptc_int8_rows)
- * as float32, times their block's scale; p is a multiple of VF_LANES, so
- * they share one block. */
-TARGET static inline vf int8_pack_load(const void *src, ptrdiff_t stride, int row, int p, int n)
-{
-    const gptc_int8_rows *v = (const gptc_int8_rows *)src;
-    const uint16_t bits = v->scales[(size_t)row * v->scale_stride + p / GPTC_INT8_BLOCK];
-    return vf_mul(vf_widen_int8(v->values + (size_t)row * v->stride + p, n),
-                  vf_set1(gptc_bf16_to_f32(bits)));
-}
 
 /* res[i * ROWS_INT8_NR + j] = x_i . w_j for `rows` x rows and `wrows` W rows,
  * compile-time constants at each call. Per chunk of VF_LANES blocks the
@@ -104,32 +90,19 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
     }
 }
 
-/* The kernels of the two tables of the including file: its dot products
- * dot_maddubs (vpmaddubsw + vpmaddwd, under TARGET) and dot_vnni
- * (vpdpbusd, under TARGET_VNNI). */
-TARGET static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
-                             int wrows, int K)
-{
-    ROWS_INT8_BY_SHAPE(int8_tile_body, res, x, w, rows, wrows, K, dot_maddubs);
-}
-
-TARGET static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,
-                             int M, int K, int N, int n0, int n1, int accumulate)
-{
-    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8);
-}
-
-TARGET_VNNI static void tile_int8_vnni(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
-                                       int wrows, int K)
-{
-    ROWS_INT8_BY_SHAPE(int8_tile_body, res, x, w, rows, wrows, K, dot_vnni);
-}
-
-TARGET_VNNI static void rows_int8_vnni(float *out, gptc_int8_rows x, gptc_int8_rows w,
-                                       const float *bias, int M, int K, int N, int n0, int n1,
-                                       int accumulate)
-{
-    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8_vnni);
-}
+/* A gptc_rows_int8_fn called `name` (and its tile, tile_##name) with the
+ * integer dot product `dot` (dot_maddubs or a vpdpbusd), compiled for the
+ * target attribute `attr`. */
+#define ROWS_INT8_KERNEL(attr, name, dot)                                                 \
+    attr static void tile_##name(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, \
+                                 int wrows, int K)                                         \
+    {                                                                                      \
+        ROWS_INT8_BY_SHAPE(int8_tile_body, res, x, w, rows, wrows, K, dot);               \
+    }                                                                                      \
+    attr void name(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,     \
+                   int M, int K, int N, int n0, int n1, int accumulate)                    \
+    {                                                                                      \
+        rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_##name);        \
+    }
 
 #endif /* GPTC_ARCH_ROWS_INT8_SIMD_H */

@@ -19,6 +19,8 @@
 #define TARGET __attribute__((target("avx2,fma")))
 /* the int8 products of the avx2_vnni table */
 #define TARGET_VNNI __attribute__((target("avx2,fma,avxvnni")))
+/* the int8 products of the avx512_vnni table (x86_avx512.c) */
+#define TARGET_VNNI_EVEX __attribute__((target("avx2,fma,avx512f,avx512vl,avx512vnni")))
 
 /* lanes 0 .. n - 1 set */
 TARGET static inline __m256i lane_mask(int n)
@@ -114,7 +116,20 @@ TARGET_VNNI static inline __attribute__((always_inline)) qv dot_vnni(qv u, qv s)
     return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
 }
 
+/* The same instruction in its AVX512-VNNI form (EVEX, on 256-bit vectors
+ * with AVX512-VL): the avx512_vnni table's, for CPUs with AVX512-VNNI but
+ * not AVX-VNNI (Cascade Lake, Ice Lake). */
+TARGET_VNNI_EVEX static inline __attribute__((always_inline)) qv dot_vnni_evex(qv u, qv s)
+{
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+}
+
 #include "rows_int8_simd.h"
+
+ROWS_INT8_KERNEL(TARGET, gptc_x86_rows_int8_256, dot_maddubs)
+ROWS_INT8_KERNEL(TARGET_VNNI, gptc_x86_rows_int8_256_avx_vnni, dot_vnni)
+ROWS_INT8_KERNEL(TARGET_VNNI_EVEX, gptc_x86_rows_int8_256_avx512_vnni, dot_vnni_evex)
+#include "pack_int8_simd.h"
 
 /* ---- packed GEMM: a 6 x 16 tile, twelve accumulators + two B vectors +
  * one broadcast of the sixteen registers. The accumulators are named
@@ -271,13 +286,13 @@ TARGET static float fma_loop(long iterations)
 const gptc_kernels gptc_kernels_avx2 = {
     .name = "avx2",
     AVX2_KERNELS,
-    .rows_int8 = rows_int8,
+    .rows_int8 = gptc_x86_rows_int8_256,
 };
 
 const gptc_kernels gptc_kernels_avx2_vnni = {
     .name = "avx2_vnni",
     AVX2_KERNELS,
-    .rows_int8 = rows_int8_vnni,
+    .rows_int8 = gptc_x86_rows_int8_256_avx_vnni,
 };
 
 #endif /* GPTC_HAVE_X86_KERNELS */

@@ -18,8 +18,6 @@
 #include <string.h>
 
 #define TARGET __attribute__((target("avx512f,avx512bw,avx2,fma")))
-/* the int8 products of the avx512_vnni table */
-#define TARGET_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni,avx2,fma")))
 
 /* lanes 0 .. n - 1 set, for 0 <= n <= 16 */
 TARGET static inline __mmask16 lane_mask(int n)
@@ -56,46 +54,10 @@ TARGET static inline float vf_hsum(vf v) { return _mm512_reduce_add_ps(v); }
 #define ROWS_NR 4
 #include "rows_simd.h"
 
-/* ---- the integer mapping of rows_int8_simd.h: two blocks per vector ---- */
-#define QV_BLOCKS 2
-typedef __m512i qv;
-
-TARGET static inline qv qv_load(const int8_t *p) { return _mm512_loadu_si512(p); }
-TARGET static inline qv qv_load_part(const int8_t *p, int n)
-{
-    /* the masked bytes are never read (n < 64) */
-    return _mm512_maskz_loadu_epi8((__mmask64)((1ull << n) - 1u), p);
-}
-TARGET static inline qv qv_abs(qv x) { return _mm512_abs_epi8(x); }
-/* AVX-512 has no vpsignb: subtract from zero where x is negative (where x
- * is zero |x| is too, so w need not be zeroed) */
-TARGET static inline qv qv_signed(qv w, qv x)
-{
-    return _mm512_mask_sub_epi8(w, _mm512_movepi8_mask(x), _mm512_setzero_si512(), w);
-}
-TARGET static inline vf vf_from_i32(qv v) { return _mm512_cvtepi32_ps(v); }
+/* ---- the mapping of pack_int8_simd.h. The int8 few-rows products of
+ * both tables are x86_avx2.c's 256-bit kernels (kernels.h says why). ---- */
 TARGET static inline vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 TARGET static inline vf vf_set1(float f) { return _mm512_set1_ps(f); }
-TARGET static inline vf vf_load_scales(const uint16_t *p, int n)
-{
-    /* masked, not copied: a copy's store would stall the load after it */
-    __m512i h = _mm512_maskz_loadu_epi16((__mmask32)((1u << n) - 1u), p);
-    return widen_bf16x16(_mm512_castsi512_si256(h));
-}
-/* kept in a register: two blocks' scales per step come from one permute */
-typedef struct {
-    __m512 v;
-} block_scales;
-TARGET static inline block_scales block_scales_of(vf v)
-{
-    block_scales t = {v};
-    return t;
-}
-TARGET static inline vf vf_block_scales(const block_scales *t, int s)
-{
-    const __m512i halves = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    return _mm512_permutexvar_ps(_mm512_add_epi32(halves, _mm512_set1_epi32(2 * s)), t->v);
-}
 TARGET static inline vf vf_widen_int8(const int8_t *p, int n)
 {
     int8_t tmp[16] = {0};
@@ -104,19 +66,7 @@ TARGET static inline vf vf_widen_int8(const int8_t *p, int n)
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(v));
 }
 
-/* The int8 dot products: vpmaddubsw (pairs, 16 bits) then vpmaddwd by
- * ones (pairs of those, 32 bits); or AVX512-VNNI's vpdpbusd, both in one. */
-TARGET static inline __attribute__((always_inline)) qv dot_maddubs(qv u, qv s)
-{
-    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
-}
-
-TARGET_VNNI static inline __attribute__((always_inline)) qv dot_vnni(qv u, qv s)
-{
-    return _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, s);
-}
-
-#include "rows_int8_simd.h"
+#include "pack_int8_simd.h"
 
 /* ---- packed GEMM: a 12 x 32 tile, twenty-four accumulators + two B
  * vectors + one broadcast of the thirty-two registers ---- */
@@ -258,13 +208,13 @@ TARGET static float fma_loop(long iterations)
 const gptc_kernels gptc_kernels_avx512 = {
     .name = "avx512",
     AVX512_KERNELS,
-    .rows_int8 = rows_int8,
+    .rows_int8 = gptc_x86_rows_int8_256,
 };
 
 const gptc_kernels gptc_kernels_avx512_vnni = {
     .name = "avx512_vnni",
     AVX512_KERNELS,
-    .rows_int8 = rows_int8_vnni,
+    .rows_int8 = gptc_x86_rows_int8_256_avx512_vnni,
 };
 
 #endif /* GPTC_HAVE_X86_KERNELS */
