@@ -25,6 +25,10 @@ One run, one machine, the same thread count for everyone. Cases (``--cases``):
      by examples/pretrain_verdict.py (cached in --verdict-model), with its validation loss
   11 the arithmetic peak: each kernel set's register-only FMA loop, 1 and N threads
      (also run with case 5, whose GEMM figures it turns into fractions of the peak)
+ 12 where the time of the forwards goes: each forward of cases 1-3 against its matrix
+     products timed alone (the model's weight shapes with M = batch x tokens, times their
+     count), the rest (attention, layer norms, GELU, embeddings, glue) by difference; the
+     products' GFLOP/s as a fraction of case 11's peak
 
 Times are medians over repeated runs after a warm-up; the spread is (min-max, n).
 Ratios are PyTorch time / gptc time: above 1 means gptc is faster.
@@ -91,8 +95,8 @@ def parse_args():
     parser.add_argument("--new-tokens", type=int, default=100,
                         help="tokens to generate in case 4 (default 100)")
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
-    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11",
-                        help="comma-separated subset of the cases 1-11 (default: all)")
+    parser.add_argument("--cases", default="1,2,3,4,5,6,7,8,9,10,11,12",
+                        help="comma-separated subset of the cases 1-12 (default: all)")
     parser.add_argument("--verdict-model", metavar="DIR",
                         default=os.path.join(os.path.expanduser("~"), ".cache", "gptc-bench",
                                              "verdict-model"),
@@ -550,6 +554,42 @@ def case_matmul(repeats):
                          "ratio_torch": t["median"] / g["median"],
                          "max_abs_diff_vs_numpy": err})
     return rows
+
+
+# ---------------------------------------------------------------- case 12: forward split
+
+def case_forward_split(gmodel, repeats):
+    """For each forward of cases 1-3 (gptc, eval mode, no gradients): its time, and the
+    time of its matrix products alone, each product timed with random operands of its
+    shape (x: M = batch * tokens rows) and multiplied by how often the forward runs it.
+    Timed alone, a product may find its weight in cache where the forward streams it
+    from memory, so the products' share is a lower bound for few rows."""
+    warmup, min_samples, budget = repeats
+    cfg = gptc.GPT_CONFIG_124M
+    d, layers = cfg["emb_dim"], cfg["n_layers"]
+    products = [(d, 3 * d, "qkv", layers), (d, d, "out_proj", layers),
+                (d, 4 * d, "ff up", layers), (4 * d, d, "ff down", layers),
+                (d, cfg["vocab_size"], "out_head", 1)]
+    rng = np.random.default_rng(12)
+    out = []
+    for number, (_, make_ids, label) in FORWARD_INPUTS.items():
+        ids = make_ids()
+        m = ids.size
+        progress(f"  forward split {label}")
+        with gptc.no_grad():
+            fwd = summary(time_calls(lambda: gmodel(ids), warmup, min_samples, budget))
+        total_s = flop = 0.0
+        for k, n, _, count in products:
+            x = rng.standard_normal((m, k), dtype=np.float32)
+            w = rng.standard_normal((n, k), dtype=np.float32)
+            t = summary(time_calls(lambda: gptc._C.linear(x, w, None), warmup, min_samples,
+                                   budget / 4))
+            total_s += t["median"] * count
+            flop += 2.0 * m * k * n * count
+        out.append({"case": number, "label": label, "forward": fwd,
+                    "products_s": total_s, "products_gflops": flop / total_s / 1e9,
+                    "products_share": total_s / fwd["median"]})
+    return out
 
 
 # ---------------------------------------------------------------- case 6: memory
@@ -1098,6 +1138,23 @@ def report_int8(run):
                        "products)"])]
 
 
+def report_forward_split(run):
+    split = case_forward_split(run.models[0], run.reps["fwd_4x64"])
+    isa = gptc._C.isa()
+    top = run.peak[isa][run.threads]
+    rows = [[f"{r['case']}. forward {r['label']}", fmt_time(r["forward"]),
+             f"{r['products_s'] * 1e3:.1f} ms", f"{r['products_share']:.0%}",
+             f"{(r['forward']['median'] - r['products_s']) * 1e3:.1f} ms",
+             f"{r['products_gflops']:.1f} ({r['products_gflops'] / top:.0%})"]
+            for r in split]
+    return split, [Table(f"12. Where the forward's time goes (gptc, kernel set {isa})",
+                         ["case", "forward", "its matrix products alone", "share",
+                          "the rest", "products: GFLOP/s (of peak)"], rows,
+                         [f"peak: case 11's {isa} FMA loop on {run.threads} threads "
+                          f"({top:.1f} GFLOP/s); products timed alone may find their weights "
+                          "in cache, so with few rows their share is a lower bound"])]
+
+
 def report_fma_peak(run):
     peak = run.peak
     counts = next(iter(peak.values()))
@@ -1124,6 +1181,7 @@ CASES = {
     9: Case("9_bfloat16", report_bfloat16),
     10: Case("10_int8", report_int8),
     11: Case("11_fma_peak", report_fma_peak),
+    12: Case("12_forward_split", report_forward_split),
 }
 
 
