@@ -300,7 +300,7 @@ static inline __attribute__((always_inline)) void int8_block_step(
     int8_block wv[ROWS_INT8_NR];
     for (int j = 0; j < wrows; j++) {
         const int8_t *p = w.values + (size_t)j * w.stride + k;
-        rows_int8_prefetch(p);
+        rows_w_prefetch(p);
         wv[j] = int8_block_load(p, n);
     }
     for (int i = 0; i < rows; i++) {

@@ -99,26 +99,30 @@ static inline __attribute__((always_inline)) gptc_int8_rows rows_int8_at(gptc_in
 #endif
 _Static_assert(GPTC_ROWS_MAX_NR % ROWS_INT8_NR == 0, "the driver's column chunks hold whole tiles");
 
-/* How far ahead of its loads an int8 tile asks for W: a decode step streams
- * every weight once, and the hardware prefetchers alone leave the loads
- * waiting on memory. Two requests per line: into L1 some latency times
- * bandwidth ahead, and into L2 four times as far, so that the first finds
- * its line on its way. Measured on the GPT-2 124M decoder, one row, on a
- * 2-core Sapphire Rapids VM: the L1 request alone took one thread from 66
- * to 92 tokens/s; adding the L2 one, 73 -> 87 steps/s on one thread and
- * 133 -> 160 on two. The NEON tiles ask as far ahead, untimed (no ARM64
- * machine has run them, only qemu). */
-#define INT8_PREFETCH_BYTES 3072
-#define INT8_PREFETCH_L2_BYTES (4 * INT8_PREFETCH_BYTES)
+/* How far ahead of its loads a few-rows kernel asks for W: a decode step
+ * or a few-token forward streams every weight once, and the hardware
+ * prefetchers alone leave the loads waiting on memory. Two requests per
+ * line: into L1 some latency times bandwidth ahead, and into L2 four times
+ * as far, so that the first finds its line on its way. Measured first on
+ * the int8 decoder, one row, on a 2-core Sapphire Rapids VM: the L1 request
+ * alone took one thread from 66 to 92 tokens/s; adding the L2 one, 73 -> 87
+ * steps/s on one thread and 133 -> 160 on two. The same requests in the
+ * float32 and bfloat16 kernels (rows_simd.h) took the book's (2, 4) batch
+ * through GPT-2 124M from 25.5-28.8 to 18.3-18.5 ms (avx512_vnni) and from
+ * 35.5-36.3 to 19.6-20.0 ms (avx2), medians of 60 calls on 2 threads on a
+ * 2-core Zen 5 class EPYC VM. The NEON kernels ask as far ahead, untimed
+ * (no ARM64 machine has run them, only qemu). */
+#define ROWS_PREFETCH_BYTES 3072
+#define ROWS_PREFETCH_L2_BYTES (4 * ROWS_PREFETCH_BYTES)
 
 /* Both requests for the W bytes that far past p. The addresses are
  * computed as integers: near the end of W they lie past it, where no
  * pointer may point, and a prefetch there is harmless (it never faults). */
-static inline __attribute__((always_inline)) void rows_int8_prefetch(const int8_t *p)
+static inline __attribute__((always_inline)) void rows_w_prefetch(const void *p)
 {
     const uintptr_t at = (uintptr_t)p;
-    __builtin_prefetch((const void *)(at + INT8_PREFETCH_BYTES));
-    __builtin_prefetch((const void *)(at + INT8_PREFETCH_L2_BYTES), 0, 2);
+    __builtin_prefetch((const void *)(at + ROWS_PREFETCH_BYTES));
+    __builtin_prefetch((const void *)(at + ROWS_PREFETCH_L2_BYTES), 0, 2);
 }
 
 /* res[i * ROWS_INT8_NR + j] = x_i . w_j for i < rows <= ROWS_MR x rows and

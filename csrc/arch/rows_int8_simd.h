@@ -70,7 +70,7 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
             qv wv[ROWS_INT8_NR];
             for (int j = 0; j < wrows; j++) {
                 const int8_t *p = w.values + (size_t)j * w.stride + k;
-                rows_int8_prefetch(p);
+                rows_w_prefetch(p);
                 wv[j] = left >= QV_BYTES ? qv_load(p) : qv_load_part(p, left);
             }
             for (int i = 0; i < rows; i++) {

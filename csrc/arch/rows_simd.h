@@ -68,12 +68,15 @@ TARGET static inline vf bf16_pack_load(const void *src, ptrdiff_t stride, int ro
  * out the FMA latency at every step, and in a decode step nothing else
  * hides that wait. */
 TARGET static inline __attribute__((always_inline)) float dot_body(
-    const float *x, const void *w, int K, w_load_fn load, w_load_part_fn load_part)
+    const float *x, const void *w, size_t elem, int K, w_load_fn load, w_load_part_fn load_part)
 {
     const int L = VF_LANES;
     vf acc0 = vf_zero(), acc1 = vf_zero(), acc2 = vf_zero(), acc3 = vf_zero();
     int k = 0;
     for (; k + 4 * L <= K; k += 4 * L) {
+        /* one request per 64-byte line of W (rows.h) */
+        for (size_t b = 0; b < 4 * L * elem; b += 64)
+            rows_w_prefetch((const char *)w + (size_t)k * elem + b);
         acc0 = vf_fma(vf_loadu(x + k), load(w, (size_t)k), acc0);
         acc1 = vf_fma(vf_loadu(x + k + L), load(w, (size_t)(k + L)), acc1);
         acc2 = vf_fma(vf_loadu(x + k + 2 * L), load(w, (size_t)(k + 2 * L)), acc2);
@@ -87,7 +90,8 @@ TARGET static inline __attribute__((always_inline)) float dot_body(
 /* ROWS_MR x rows by ROWS_NR W rows: each weight vector loaded once for
  * all the x rows, each x vector once for all the W rows. */
 TARGET static inline __attribute__((always_inline)) void tile_body(
-    float *res, const float *x, const void *w, int K, w_load_fn load, w_load_part_fn load_part)
+    float *res, const float *x, const void *w, size_t elem, int K, w_load_fn load,
+    w_load_part_fn load_part)
 {
     vf acc[ROWS_MR][ROWS_NR];
     for (int i = 0; i < ROWS_MR; i++) {
@@ -96,7 +100,12 @@ TARGET static inline __attribute__((always_inline)) void tile_body(
     int k = 0;
     for (; k + VF_LANES <= K; k += VF_LANES) {
         vf wv[ROWS_NR];
-        for (int j = 0; j < ROWS_NR; j++) wv[j] = load(w, (size_t)j * K + k);
+        for (int j = 0; j < ROWS_NR; j++) {
+            /* one request per 64-byte step along each W row (rows.h) */
+            if ((k * elem) % 64 == 0)
+                rows_w_prefetch((const char *)w + ((size_t)j * K + k) * elem);
+            wv[j] = load(w, (size_t)j * K + k);
+        }
         for (int i = 0; i < ROWS_MR; i++) {
             vf xi = vf_loadu(x + (size_t)i * K + k);
             for (int j = 0; j < ROWS_NR; j++) acc[i][j] = vf_fma(xi, wv[j], acc[i][j]);
@@ -118,22 +127,22 @@ TARGET static inline __attribute__((always_inline)) void tile_body(
 
 TARGET static float dot_f32(const float *x, const void *w, int K)
 {
-    return dot_body(x, w, K, f32_load, f32_load_part);
+    return dot_body(x, w, sizeof(float), K, f32_load, f32_load_part);
 }
 
 TARGET static float dot_bf16(const float *x, const void *w, int K)
 {
-    return dot_body(x, w, K, bf16_load, bf16_load_part);
+    return dot_body(x, w, sizeof(uint16_t), K, bf16_load, bf16_load_part);
 }
 
 TARGET static void tile_f32(float *res, const float *x, const void *w, int K)
 {
-    tile_body(res, x, w, K, f32_load, f32_load_part);
+    tile_body(res, x, w, sizeof(float), K, f32_load, f32_load_part);
 }
 
 TARGET static void tile_bf16(float *res, const float *x, const void *w, int K)
 {
-    tile_body(res, x, w, K, bf16_load, bf16_load_part);
+    tile_body(res, x, w, sizeof(uint16_t), K, bf16_load, bf16_load_part);
 }
 
 TARGET static void rows_f32(float *out, const float *x, const void *w, const float *bias,
