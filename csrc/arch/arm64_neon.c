@@ -357,7 +357,7 @@ static inline __attribute__((always_inline)) void int8_tile_body(
             int8_block_step(acc, x, w, rows, wrows, k, K - k, scale + nwhole, dot);
         }
     }
-    for (int i = 0; i < rows; i++) vst1q_f32(res + i * ROWS_INT8_NR, acc[i]);
+    for (int i = 0; i < rows; i++) vst1q_f32(res + i * ROWS_INT8_FEW_NR, acc[i]);
 }
 
 static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, int wrows, int K)

@@ -165,7 +165,7 @@ static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int rows, in
 /* Block by block: the integer dot product, then its scales. */
 static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, int wrows, int K)
 {
-    float acc[ROWS_MR][ROWS_INT8_NR] = {{0}};
+    float acc[ROWS_MR][ROWS_INT8_FEW_NR] = {{0}};
     for (int b = 0, k = 0; k < K; b++, k += GPTC_INT8_BLOCK) {
         const int len = K - k < GPTC_INT8_BLOCK ? K - k : GPTC_INT8_BLOCK;
         for (int i = 0; i < rows; i++) {
@@ -179,7 +179,7 @@ static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, 
         }
     }
     for (int i = 0; i < rows; i++) {
-        for (int j = 0; j < wrows; j++) res[i * ROWS_INT8_NR + j] = acc[i][j];
+        for (int j = 0; j < wrows; j++) res[i * ROWS_INT8_FEW_NR + j] = acc[i][j];
     }
 }
 

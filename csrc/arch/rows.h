@@ -90,14 +90,22 @@ static inline __attribute__((always_inline)) gptc_int8_rows rows_int8_at(gptc_in
     return v;
 }
 
-/* The int8 tile: up to ROWS_MR x rows by ROWS_INT8_NR W rows, its own
- * width (a file may define another before including this, at most
- * GPTC_ROWS_MAX_NR): the integer steps hold more registers than the float
- * ones. */
+/* The int8 tiles, their own shapes (a file may define others before
+ * including this, at most GPTC_ROWS_MAX_NR W rows): up to ROWS_MR x rows
+ * by ROWS_INT8_NR W rows, and for a product of one or two rows (a decode
+ * step) up to 2 x rows by ROWS_INT8_FEW_NR W rows. The integer steps hold
+ * more registers than the float ones, and with one x row each W row is
+ * one chain of multiply-adds, so a decode step wants as many W rows per
+ * tile as the registers hold. */
 #ifndef ROWS_INT8_NR
 #define ROWS_INT8_NR 2
 #endif
-_Static_assert(GPTC_ROWS_MAX_NR % ROWS_INT8_NR == 0, "the driver's column chunks hold whole tiles");
+#ifndef ROWS_INT8_FEW_NR
+#define ROWS_INT8_FEW_NR ROWS_INT8_NR
+#endif
+_Static_assert(GPTC_ROWS_MAX_NR % ROWS_INT8_NR == 0 && GPTC_ROWS_MAX_NR % ROWS_INT8_FEW_NR == 0,
+               "the driver's column chunks hold whole tiles");
+_Static_assert(ROWS_INT8_FEW_NR >= ROWS_INT8_NR, "a tile's results are ROWS_INT8_FEW_NR apart");
 
 /* How far ahead of its loads a few-rows kernel asks for W: a decode step
  * or a few-token forward streams every weight once, and the hardware
@@ -125,52 +133,61 @@ static inline __attribute__((always_inline)) void rows_w_prefetch(const void *p)
     __builtin_prefetch((const void *)(at + ROWS_PREFETCH_L2_BYTES), 0, 2);
 }
 
-/* res[i * ROWS_INT8_NR + j] = x_i . w_j for i < rows <= ROWS_MR x rows and
- * j < wrows W rows of the views, wrows ROWS_INT8_NR or 1. */
+/* res[i * ROWS_INT8_FEW_NR + j] = x_i . w_j for i < rows x rows and j < wrows
+ * W rows of the views: rows <= 2 with wrows ROWS_INT8_FEW_NR, rows <=
+ * ROWS_MR with wrows ROWS_INT8_NR or 1. */
 typedef void (*rows_int8_tile_fn)(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
                                   int wrows, int K);
 
 /* A tile's body, body(res, x, w, rows, wrows, K, dot), called with the
- * runtime shape (rows <= ROWS_MR, wrows ROWS_INT8_NR or 1) as compile-time
- * constants: an always-inline body is unrolled for each shape. */
-#define ROWS_INT8_BY_SHAPE(body, res, x, w, rows, wrows, K, dot)                    \
+ * runtime shape as compile-time constants: an always-inline body is
+ * unrolled for each shape. */
+#define ROWS_INT8_ROWS(body, res, x, w, rows, wrows, K, dot)                       \
     do {                                                                            \
-        if ((wrows) == ROWS_INT8_NR) {                                              \
-            switch (rows) {                                                         \
-            case 1: body(res, x, w, 1, ROWS_INT8_NR, K, dot); break;                \
-            case 2: body(res, x, w, 2, ROWS_INT8_NR, K, dot); break;                \
-            case 3: body(res, x, w, 3, ROWS_INT8_NR, K, dot); break;                \
-            default: body(res, x, w, ROWS_MR, ROWS_INT8_NR, K, dot); break;         \
-            }                                                                       \
-        } else {                                                                    \
-            switch (rows) {                                                         \
-            case 1: body(res, x, w, 1, 1, K, dot); break;                           \
-            case 2: body(res, x, w, 2, 1, K, dot); break;                           \
-            case 3: body(res, x, w, 3, 1, K, dot); break;                           \
-            default: body(res, x, w, ROWS_MR, 1, K, dot); break;                    \
-            }                                                                       \
+        switch (rows) {                                                             \
+        case 1: body(res, x, w, 1, wrows, K, dot); break;                           \
+        case 2: body(res, x, w, 2, wrows, K, dot); break;                           \
+        case 3: body(res, x, w, 3, wrows, K, dot); break;                           \
+        default: body(res, x, w, ROWS_MR, wrows, K, dot); break;                    \
         }                                                                           \
     } while (0)
-_Static_assert(ROWS_MR == 4, "ROWS_INT8_BY_SHAPE has a case for each count of rows");
+#define ROWS_INT8_BY_SHAPE(body, res, x, w, rows, wrows, K, dot)                    \
+    do {                                                                            \
+        if (ROWS_INT8_FEW_NR != ROWS_INT8_NR && (wrows) == ROWS_INT8_FEW_NR) {      \
+            if ((rows) == 1) {                                                      \
+                body(res, x, w, 1, ROWS_INT8_FEW_NR, K, dot);                       \
+            } else {                                                                \
+                body(res, x, w, 2, ROWS_INT8_FEW_NR, K, dot);                       \
+            }                                                                       \
+        } else if ((wrows) == ROWS_INT8_NR) {                                       \
+            ROWS_INT8_ROWS(body, res, x, w, rows, ROWS_INT8_NR, K, dot);            \
+        } else {                                                                    \
+            ROWS_INT8_ROWS(body, res, x, w, rows, 1, K, dot);                       \
+        }                                                                           \
+    } while (0)
+_Static_assert(ROWS_MR == 4, "ROWS_INT8_ROWS has a case for each count of rows");
 
-/* The int8 kernel: the tile takes any number of rows up to ROWS_MR, so a
- * decode step (one row) still loads each x block once for ROWS_INT8_NR W
- * rows; W rows short of a tile (only at the end of W: the chunks hold
- * whole tiles) go one at a time. */
+/* The int8 kernel: a tile takes any number of rows up to its height, so a
+ * decode step (one row) still loads each x block once for a whole tile of
+ * W rows; W rows short of a tile (only at the end of W: the chunks hold
+ * whole tiles) go one at a time. Each output is the same chain of
+ * operations in every tile shape, so a row computed alone equals the same
+ * row computed among others. */
 static inline __attribute__((always_inline)) void rows_int8_body(
     float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int M, int K, int N,
     int n0, int n1, int accumulate, rows_int8_tile_fn tile)
 {
+    const int nr = M <= 2 ? ROWS_INT8_FEW_NR : ROWS_INT8_NR;
     for (int n = n0; n < n1;) {
-        const int wrows = n1 - n >= ROWS_INT8_NR ? ROWS_INT8_NR : 1;
+        const int wrows = n1 - n >= nr ? nr : 1;
         const gptc_int8_rows wn = rows_int8_at(w, n);
         for (int m = 0; m < M; m += ROWS_MR) {
             const int rows = M - m < ROWS_MR ? M - m : ROWS_MR;
-            float res[ROWS_MR * ROWS_INT8_NR];
+            float res[ROWS_MR * ROWS_INT8_FEW_NR];
             tile(res, rows_int8_at(x, m), wn, rows, wrows, K);
             for (int i = 0; i < rows; i++) {
                 for (int j = 0; j < wrows; j++) {
-                    rows_store(out, N, m + i, n + j, res[i * ROWS_INT8_NR + j], bias,
+                    rows_store(out, N, m + i, n + j, res[i * ROWS_INT8_FEW_NR + j], bias,
                                accumulate);
                 }
             }

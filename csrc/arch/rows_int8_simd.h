@@ -39,25 +39,57 @@
 /* dot_maddubs or dot_vnni */
 typedef qv (*qv_dot_fn)(qv u, qv s);
 
-/* res[i * ROWS_INT8_NR + j] = x_i . w_j for `rows` x rows and `wrows` W rows,
+/* One step of the tile: the QV_BLOCKS blocks from block b (of the chunk of
+ * VF_LANES blocks from c) of each x row and W row meet. `full` and
+ * `prefetch` are constants at each call: `full` says that the step lies
+ * wholly inside K (only the last step of a row may not, and only that one
+ * takes qv_load_part); `prefetch` asks for W ahead, once per 64-byte line. */
+TARGET static inline __attribute__((always_inline)) void int8_tile_step(
+    vf acc[ROWS_MR][ROWS_INT8_FEW_NR], const block_scales sp[ROWS_MR][ROWS_INT8_FEW_NR],
+    gptc_int8_rows x, gptc_int8_rows w, const int rows, const int wrows, int K, int c, int b,
+    const int full, const int prefetch, qv_dot_fn dot)
+{
+    const int k = b * GPTC_INT8_BLOCK, left = K - k;
+    qv wv[ROWS_INT8_FEW_NR];
+    for (int j = 0; j < wrows; j++) {
+        const int8_t *p = w.values + (size_t)j * w.stride + k;
+        if (prefetch) rows_w_prefetch(p);
+        wv[j] = full ? qv_load(p) : qv_load_part(p, left);
+    }
+    for (int i = 0; i < rows; i++) {
+        const int8_t *p = x.values + (size_t)i * x.stride + k;
+        const qv xv = full ? qv_load(p) : qv_load_part(p, left);
+        const qv ax = qv_abs(xv);
+        for (int j = 0; j < wrows; j++) {
+            vf sums = vf_from_i32(dot(ax, qv_signed(wv[j], xv)));
+            const vf d = vf_block_scales(&sp[i][j], (b - c) / QV_BLOCKS);
+            acc[i][j] = vf_fma(sums, d, acc[i][j]);
+        }
+    }
+}
+
+/* res[i * ROWS_INT8_FEW_NR + j] = x_i . w_j for `rows` x rows and `wrows` W rows,
  * compile-time constants at each call. Per chunk of VF_LANES blocks the
  * scale products d_x * d_w of each pair are computed as a vector; then per
  * step of QV_BLOCKS blocks each pair's exact integer sums, as float32
  * lanes, meet their scales in one multiply-add. The lanes are summed at
- * the end. */
+ * the end.
+ *
+ * A chunk wholly inside K is unrolled, with constant offsets and whole
+ * loads only; the chunk holding the end of K takes the general steps. */
 TARGET static inline __attribute__((always_inline)) void int8_tile_body(
     float *res, gptc_int8_rows x, gptc_int8_rows w, const int rows, const int wrows, int K,
     qv_dot_fn dot)
 {
     const int nb = gptc_int8_blocks(K);
-    vf acc[ROWS_MR][ROWS_INT8_NR];
-    block_scales sp[ROWS_MR][ROWS_INT8_NR];
+    vf acc[ROWS_MR][ROWS_INT8_FEW_NR];
+    block_scales sp[ROWS_MR][ROWS_INT8_FEW_NR];
     for (int i = 0; i < rows; i++) {
         for (int j = 0; j < wrows; j++) acc[i][j] = vf_zero();
     }
     for (int c = 0; c < nb; c += VF_LANES) {
         const int nc = nb - c < VF_LANES ? nb - c : VF_LANES;
-        vf ws[ROWS_INT8_NR];
+        vf ws[ROWS_INT8_FEW_NR];
         for (int j = 0; j < wrows; j++) {
             ws[j] = vf_load_scales(w.scales + (size_t)j * w.scale_stride + c, nc);
         }
@@ -65,28 +97,21 @@ TARGET static inline __attribute__((always_inline)) void int8_tile_body(
             vf xs = vf_load_scales(x.scales + (size_t)i * x.scale_stride + c, nc);
             for (int j = 0; j < wrows; j++) sp[i][j] = block_scales_of(vf_mul(xs, ws[j]));
         }
-        for (int b = c; b < c + nc; b += QV_BLOCKS) {
-            const int k = b * GPTC_INT8_BLOCK, left = K - k;
-            qv wv[ROWS_INT8_NR];
-            for (int j = 0; j < wrows; j++) {
-                const int8_t *p = w.values + (size_t)j * w.stride + k;
-                rows_w_prefetch(p);
-                wv[j] = left >= QV_BYTES ? qv_load(p) : qv_load_part(p, left);
+        if ((c + VF_LANES) * GPTC_INT8_BLOCK <= K) {
+#pragma GCC unroll 8
+            for (int s = 0; s < VF_LANES / QV_BLOCKS; s++) {
+                int8_tile_step(acc, sp, x, w, rows, wrows, K, c, c + s * QV_BLOCKS, 1,
+                               s * QV_BYTES % 64 == 0, dot);
             }
-            for (int i = 0; i < rows; i++) {
-                const int8_t *p = x.values + (size_t)i * x.stride + k;
-                const qv xv = left >= QV_BYTES ? qv_load(p) : qv_load_part(p, left);
-                const qv ax = qv_abs(xv);
-                for (int j = 0; j < wrows; j++) {
-                    vf sums = vf_from_i32(dot(ax, qv_signed(wv[j], xv)));
-                    const vf d = vf_block_scales(&sp[i][j], (b - c) / QV_BLOCKS);
-                    acc[i][j] = vf_fma(sums, d, acc[i][j]);
-                }
+        } else {
+            for (int b = c; b < c + nc; b += QV_BLOCKS) {
+                int8_tile_step(acc, sp, x, w, rows, wrows, K, c, b,
+                               (b + QV_BLOCKS) * GPTC_INT8_BLOCK <= K, 1, dot);
             }
         }
     }
     for (int i = 0; i < rows; i++) {
-        for (int j = 0; j < wrows; j++) res[i * ROWS_INT8_NR + j] = vf_hsum(acc[i][j]);
+        for (int j = 0; j < wrows; j++) res[i * ROWS_INT8_FEW_NR + j] = vf_hsum(acc[i][j]);
     }
 }
 
