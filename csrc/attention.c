@@ -77,17 +77,47 @@ static void flash_attention(const gptc_flash_problem *pb, int B, int NH, float *
     }
 }
 
+static int key_block_count(int capacity)
+{
+    return (capacity + GPTC_ATT_K_BLOCK - 1) / GPTC_ATT_K_BLOCK;
+}
+
 void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,
                                    const float *v_cache, int B, int Tq, int past,
-                                   int capacity, int NH, int HS, float *scratch,
-                                   int nthreads)
+                                   int capacity, gptc_key_layout key_layout, int NH, int HS,
+                                   float *scratch, int nthreads)
 {
     const int C = NH * HS;
     gptc_flash_problem pb = {
         .out = out, .q = q, .k = k_cache, .v = v_cache, .Tq = Tq, .past = past, .C = C,
-        .HS = HS, .kv_batch_stride = (size_t)capacity * C, .divisor = sqrtf((float)HS),
+        .HS = HS, .kv_batch_stride = (size_t)capacity * C,
+        .k_blocks = key_layout == GPTC_KEYS_IN_BLOCKS ? key_block_count(capacity) : 0,
+        .divisor = sqrtf((float)HS),
     };
     flash_attention(&pb, B, NH, scratch, nthreads);
+}
+
+size_t gptc_key_blocks_floats(int B, int capacity, int C)
+{
+    return (size_t)B * key_block_count(capacity) * GPTC_ATT_K_BLOCK * C;
+}
+
+void gptc_store_key_blocks(float *blocks, const float *k, int B, int T, int past, int capacity,
+                           int NH, int HS)
+{
+    const int C = NH * HS, nblocks = key_block_count(capacity);
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const int pos = past + t;
+            const float *row = k + ((size_t)b * T + t) * C;
+            for (int h = 0; h < NH; h++) {
+                float *block = blocks + (((size_t)b * NH + h) * nblocks + pos / GPTC_ATT_K_BLOCK) *
+                                            HS * GPTC_ATT_K_BLOCK;
+                float *col = block + pos % GPTC_ATT_K_BLOCK;
+                for (int d = 0; d < HS; d++) col[(size_t)d * GPTC_ATT_K_BLOCK] = row[h * HS + d];
+            }
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------
@@ -420,7 +450,7 @@ size_t gptc_mha_scratch_floats(const gptc_attention_params *p, int B, int T, int
     return gptc_attention_cached_scratch_floats(p->d_out / NH, nthreads);
 }
 
-/* Copy the keys or values of T new tokens (B * T rows of C) into rows
+/* Copy the values of T new tokens (B * T rows of C) into rows
  * past .. past + T - 1 of each batch row's cache. */
 static void store_rows(float *cache, const float *rows, int B, int T, int past, int capacity,
                        int C)
@@ -437,22 +467,24 @@ int gptc_mha_tokens(float *out, const float *x, const gptc_attention_params *p, 
 {
     const int M = B * T, d_in = p->d_in, d_out = p->d_out, NH = p->num_heads;
     const int HS = d_out / NH;
-    gptc_linear_forward(w->q, x, p->w_query, p->b_query, M, d_in, d_out, 0);
-    gptc_linear_forward(w->k, x, p->w_key, p->b_key, M, d_in, d_out, 0);
-    gptc_linear_forward(w->v, x, p->w_value, p->b_value, M, d_in, d_out, 0);
+    const gptc_linear_part qkv[3] = {{w->q, p->w_query, p->b_query, d_out, 0},
+                                     {w->k, p->w_key, p->b_key, d_out, 0},
+                                     {w->v, p->w_value, p->b_value, d_out, 0}};
+    gptc_linear_forward_parts(qkv, 3, x, M, d_in);
     /* x has been read: from here on context may overwrite it */
     if (p->dropout > 0.0) {
         if (gptc_attention_forward_train(w->context, NULL, w->scratch, w->q, w->k, w->v, B, T,
                                          NH, HS, p->dropout, g, nthreads) != 0)
             return -1;
     } else if (cache == NULL) {
-        gptc_attention_cached_forward(w->context, w->q, w->k, w->v, B, T, 0, T, NH, HS,
-                                      w->scratch, nthreads);
+        gptc_attention_cached_forward(w->context, w->q, w->k, w->v, B, T, 0, T,
+                                      GPTC_KEYS_AS_ROWS, NH, HS, w->scratch, nthreads);
     } else {
-        store_rows(cache->k, w->k, B, T, cache->past, cache->capacity, d_out);
+        gptc_store_key_blocks(cache->k, w->k, B, T, cache->past, cache->capacity, NH, HS);
         store_rows(cache->v, w->v, B, T, cache->past, cache->capacity, d_out);
         gptc_attention_cached_forward(w->context, w->q, cache->k, cache->v, B, T, cache->past,
-                                      cache->capacity, NH, HS, w->scratch, nthreads);
+                                      cache->capacity, GPTC_KEYS_IN_BLOCKS, NH, HS, w->scratch,
+                                      nthreads);
     }
     gptc_linear_forward(out, w->context, p->w_out, p->b_out, M, d_out, d_out, flags);
     return 0;

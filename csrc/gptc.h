@@ -171,6 +171,22 @@ enum {
  * q * d, exactly, as it is packed. */
 void gptc_linear_forward(float *out, const float *x, gptc_weight weight, const float *bias,
                          int M, int K, int N, int flags);
+/* One of several products of the same input: out[M, N] = x . weight^T +
+ * bias, changed by flags, as gptc_linear_forward takes them. */
+typedef struct gptc_linear_part {
+    float *out;
+    gptc_weight weight;
+    const float *bias;
+    int N, flags;
+} gptc_linear_part;
+/* matmul.c: the products of `count` weights with one x[M, K] (attention's
+ * query, key and value projections), each exactly what gptc_linear_forward
+ * gives it (which is this with one part). With few rows (a decode step)
+ * the outputs of all of them share one parallel loop and the int8 ones
+ * one quantisation of x: such products are short next to the cost of
+ * starting a loop. No out may overlap x or another out. */
+void gptc_linear_forward_parts(const gptc_linear_part *parts, int count, const float *x, int M,
+                               int K);
 /* matmul.c: the gradients of gptc_linear_forward with a float32 weight
  * (inp is its x):
  *   dinp[M, K] += dout[M, N] . W[N, K]
@@ -245,12 +261,28 @@ void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, s
  * with q's own k and v as the caches (capacity = Tq); row i of out is what
  * it gives for position i of the whole sequence, bit for bit, whatever Tq
  * and past. scratch must hold gptc_attention_cached_scratch_floats(HS,
- * nthreads) floats. */
+ * nthreads) floats.
+ *
+ * With key_layout GPTC_KEYS_IN_BLOCKS the key cache is in the kernel's own
+ * layout instead, written by gptc_store_key_blocks: per batch row and head,
+ * the positions in blocks of a few dozen, each block stored transposed (a
+ * feature's values for the block's positions side by side). The kernel
+ * then reads each block as it is rather than transposing it again on every
+ * call, which in a decode step (one query row) took more time than the
+ * scores themselves. The result is the same, bit for bit.
+ * gptc_key_blocks_floats is the size of such a cache of C = NH * HS
+ * features, zeros before the first store. */
+typedef enum { GPTC_KEYS_AS_ROWS = 0, GPTC_KEYS_IN_BLOCKS = 1 } gptc_key_layout;
 size_t gptc_attention_cached_scratch_floats(int HS, int nthreads);
 void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,
                                    const float *v_cache, int B, int Tq, int past,
-                                   int capacity, int NH, int HS, float *scratch,
-                                   int nthreads);
+                                   int capacity, gptc_key_layout key_layout, int NH, int HS,
+                                   float *scratch, int nthreads);
+size_t gptc_key_blocks_floats(int B, int capacity, int C);
+/* k (B, T, NH * HS), the keys of positions past .. past + T - 1, into the
+ * blocks of a cache of `capacity` positions per batch row. */
+void gptc_store_key_blocks(float *blocks, const float *k, int B, int T, int past, int capacity,
+                           int NH, int HS);
 /* attention.c: training, as per-head matrix products that keep what the
  * backward needs: att (B, NH, T, T), the softmax weights before dropout
  * (zeros above the diagonal; NULL: not kept), and noise (B, NH, T, T), the
@@ -307,9 +339,10 @@ typedef struct gptc_attention_params {
     double dropout;                              /* dropout.p (0 in eval) */
 } gptc_attention_params;
 
-/* The keys and values of one layer for B sequences: rows of d_out floats,
- * `capacity` rows per batch row (batch b starts at row b * capacity), of
- * which the first `past` are filled. */
+/* The keys and values of one layer for B sequences, `capacity` positions
+ * per batch row, of which the first `past` are filled: the values as rows
+ * of d_out floats (batch b starts at row b * capacity), the keys in blocks
+ * (GPTC_KEYS_IN_BLOCKS: gptc_store_key_blocks). */
 typedef struct gptc_kv_cache {
     float *k, *v;
     int capacity, past;

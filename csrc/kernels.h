@@ -112,7 +112,11 @@ typedef struct gptc_flash_problem {
     float *out;
     const float *q, *k, *v;
     int Tq, past, C, HS;
-    size_t kv_batch_stride;
+    size_t kv_batch_stride;    /* of v, and of k as rows */
+    /* k as rows (0: batch b's row j at k + b * kv_batch_stride + j * C), or
+     * k_blocks blocks per batch row and head, already transposed
+     * (gptc_store_key_blocks): then the kernel reads them as they are */
+    int k_blocks;
     float divisor;             /* sqrt(HS) */
 } gptc_flash_problem;
 

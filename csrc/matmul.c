@@ -334,56 +334,92 @@ void gptc_gemm_serial(int M, int N, int K, const float *a, ptrdiff_t a_rs, ptrdi
 }
 
 /* One few-rows product: x float32 with a float32 or bfloat16 weight, or x
- * quantised with an int8 weight. */
+ * quantised with an int8 weight; into out[M, N] (+ bias, then GELU or
+ * accumulated as the flags say). */
 typedef struct {
     gptc_rows_fn rows;        /* NULL for int8 */
     const float *x;
     const void *w;
     gptc_rows_int8_fn rows_int8;
     gptc_int8_rows xq, wq;
+    float *out;
+    const float *bias;
+    int N, accumulate, gelu;
 } rows_product;
 
-/* The few-rows path splits the output columns into chunks of W rows handed
- * out dynamically, so a slower core simply takes fewer chunks: about 8 per
- * thread balance the load without making chunks tiny. Each chunk is
- * finished (GELU included) by the thread that computed it. */
-static void rows_in_chunks(float *out, const rows_product *p, const float *bias, int M, int K,
-                           int N, int accumulate, int gelu)
+/* The columns of product p per chunk: N / (8 threads) rounded up to whole
+ * tiles, at least 16. */
+static int rows_chunk(int N, int nthreads)
 {
-    int nthreads = gptc_get_num_threads();
     int chunk = N / (nthreads * 8);
-    chunk = chunk < 16 ? 16 : (chunk + GPTC_ROWS_MAX_NR - 1) / GPTC_ROWS_MAX_NR * GPTC_ROWS_MAX_NR;
-    const int nchunks = (N + chunk - 1) / chunk;
-    const double work OMP_CLAUSE_ONLY = (double)M * K * N;
+    return chunk < 16 ? 16 : (chunk + GPTC_ROWS_MAX_NR - 1) / GPTC_ROWS_MAX_NR * GPTC_ROWS_MAX_NR;
+}
+
+#define ROWS_MAX_PRODUCTS 4   /* per loop; a larger group takes several */
+
+/* The few-rows path splits each product's output columns into chunks of W
+ * rows and hands out the chunks of all the products of a group (that share
+ * x: attention's query, key and value projections) in one dynamically
+ * scheduled loop, so a slower core simply takes fewer chunks: about 8 per
+ * thread balance the load without making chunks tiny. A decode step's
+ * products are short next to the cost of starting a parallel loop and of
+ * the memory stream each chunk starts, so fewer loops are faster; each
+ * output is computed as it would be alone. Each chunk is finished (GELU
+ * included) by the thread that computed it. */
+static void rows_in_chunks(const rows_product *p, int count, int M, int K)
+{
+    const int nthreads = gptc_get_num_threads();
+    int first[ROWS_MAX_PRODUCTS + 1] = {0};   /* product i's chunks: first[i] .. first[i + 1] - 1 */
+    double work OMP_CLAUSE_ONLY = 0.0;
+    for (int i = 0; i < count; i++) {
+        const int chunk = rows_chunk(p[i].N, nthreads);
+        first[i + 1] = first[i] + (p[i].N + chunk - 1) / chunk;
+        work += (double)M * K * p[i].N;
+    }
+    const int nchunks = first[count];
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
     if (nthreads > 1 && work >= GPTC_PARALLEL_MIN_WORK && nchunks > 1)
     for (int c = 0; c < nchunks; c++) {
-        int n0 = c * chunk, n1 = n0 + chunk < N ? n0 + chunk : N;
-        if (p->rows != NULL) {
-            p->rows(out, p->x, p->w, bias, M, K, N, n0, n1, accumulate);
+        int i = 0;
+        while (c >= first[i + 1]) i++;
+        const rows_product *q = &p[i];
+        const int chunk = rows_chunk(q->N, nthreads);
+        const int n0 = (c - first[i]) * chunk, n1 = n0 + chunk < q->N ? n0 + chunk : q->N;
+        if (q->rows != NULL) {
+            q->rows(q->out, q->x, q->w, q->bias, M, K, q->N, n0, n1, q->accumulate);
         } else {
-            p->rows_int8(out, p->xq, p->wq, bias, M, K, N, n0, n1, accumulate);
+            q->rows_int8(q->out, q->xq, q->wq, q->bias, M, K, q->N, n0, n1, q->accumulate);
         }
-        if (gelu) {
+        if (q->gelu) {
             for (int m = 0; m < M; m++) {
-                float *o = out + (size_t)m * N;
+                float *o = q->out + (size_t)m * q->N;
                 for (int j = n0; j < n1; j++) o[j] = gptc_gelu_scalar(o[j]);
             }
         }
     }
 }
 
+static int part_accumulates(const gptc_linear_part *part)
+{
+    return (part->flags & GPTC_LINEAR_ACCUMULATE) != 0;
+}
+
+static int part_gelu(const gptc_linear_part *part)
+{
+    return (part->flags & GPTC_LINEAR_GELU) != 0;
+}
+
 /* The quantised x of the int8 few-rows path lives on the stack, so the
  * path needs no allocation and cannot fail: x is taken Q8_ROWS rows and
  * Q8_SEGMENT values (a multiple of the block) at a time, the segments of
- * one output summed into it in order. A decode step (fewer rows than
- * the table's packed_min_rows, K up to 4096) is one piece, quantised once per call. */
+ * one output summed into it in order, each piece quantised once for every
+ * int8 product of the group. A decode step (fewer rows than the table's
+ * packed_min_rows, K up to 4096) is one piece. */
 #define Q8_ROWS 8
 #define Q8_SEGMENT 4096
 
-static void linear_rows_int8(float *out, const float *x, gptc_weight w, const float *bias,
-                             int M, int K, int N, int accumulate, int gelu,
-                             const gptc_kernels *kern)
+static void linear_rows_int8(const gptc_linear_part *parts, int count, const float *x, int M,
+                             int K, const gptc_kernels *kern)
 {
     int8_t xq[Q8_ROWS * Q8_SEGMENT];
     uint16_t xs[Q8_ROWS * (Q8_SEGMENT / GPTC_INT8_BLOCK)];
@@ -394,53 +430,91 @@ static void linear_rows_int8(float *out, const float *x, gptc_weight w, const fl
             const int len = K - k0 < Q8_SEGMENT ? K - k0 : Q8_SEGMENT;
             const int last = k0 + len >= K;
             gptc_quantize_int8(xq, xs, x + (size_t)m0 * K + k0, (size_t)rows, len, K);
-            rows_product p = {
-                .rows_int8 = kern->rows_int8,
-                .xq = {xq, xs, len, gptc_int8_blocks(len)},
-                .wq = {(const int8_t *)w.data + k0, w.scales + k0 / GPTC_INT8_BLOCK, K, nb},
-            };
-            rows_in_chunks(out + (size_t)m0 * N, &p, k0 == 0 ? bias : NULL, rows, len, N,
-                           accumulate || k0 > 0, gelu && last);
+            rows_product p[ROWS_MAX_PRODUCTS];
+            int n = 0;
+            for (int i = 0; i < count; i++) {
+                const gptc_linear_part *part = &parts[i];
+                if (part->weight.dtype != GPTC_INT8) continue;
+                p[n++] = (rows_product){
+                    .rows_int8 = kern->rows_int8,
+                    .xq = {xq, xs, len, gptc_int8_blocks(len)},
+                    .wq = {(const int8_t *)part->weight.data + k0,
+                           part->weight.scales + k0 / GPTC_INT8_BLOCK, K, nb},
+                    .out = part->out + (size_t)m0 * part->N,
+                    .bias = k0 == 0 ? part->bias : NULL,
+                    .N = part->N,
+                    .accumulate = part_accumulates(part) || k0 > 0,
+                    .gelu = part_gelu(part) && last,
+                };
+            }
+            rows_in_chunks(p, n, rows, len);
         }
     }
 }
 
-static void linear_rows(float *out, const float *x, gptc_weight w, const float *bias, int M,
-                        int K, int N, int accumulate, int gelu, const gptc_kernels *kern)
+/* The few-rows products of a group of at most ROWS_MAX_PRODUCTS: the
+ * float32 and bfloat16 ones in one loop, the int8 ones in another (per
+ * piece of x). */
+static void linear_rows(const gptc_linear_part *parts, int count, const float *x, int M, int K,
+                        const gptc_kernels *kern)
 {
-    if (w.dtype == GPTC_INT8) {
-        linear_rows_int8(out, x, w, bias, M, K, N, accumulate, gelu, kern);
+    rows_product p[ROWS_MAX_PRODUCTS];
+    int n = 0, int8 = 0;
+    for (int i = 0; i < count; i++) {
+        const gptc_linear_part *part = &parts[i];
+        if (part->weight.dtype == GPTC_INT8) {
+            int8 = 1;
+            continue;
+        }
+        p[n++] = (rows_product){
+            .rows = part->weight.dtype == GPTC_BFLOAT16 ? kern->rows_bf16 : kern->rows_f32,
+            .x = x,
+            .w = part->weight.data,
+            .out = part->out,
+            .bias = part->bias,
+            .N = part->N,
+            .accumulate = part_accumulates(part),
+            .gelu = part_gelu(part),
+        };
+    }
+    if (n > 0) rows_in_chunks(p, n, M, K);
+    if (int8) linear_rows_int8(parts, count, x, M, K, kern);
+}
+
+void gptc_linear_forward_parts(const gptc_linear_part *parts, int count, const float *x, int M,
+                               int K)
+{
+    const gptc_kernels *kern = gptc_active_kernels();
+    if (M >= kern->packed_min_rows) {
+        for (int i = 0; i < count; i++) {
+            const gptc_linear_part *part = &parts[i];
+            matrix_view a = {x, K, 1, GPTC_FLOAT32, NULL, 0};
+            matrix_view b = {part->weight.data, 1, K, part->weight.dtype, part->weight.scales,
+                             gptc_int8_blocks(K)};
+            epilogue ep = {part->bias, part_gelu(part)};
+            int done = gemm(M, part->N, K, a, b, part->out, part->N, part_accumulates(part), ep,
+                            kern);
+            if (done < M) {
+                /* no memory for the packed panels: the rows left take the
+                 * few-rows path, which needs none */
+                gptc_linear_part rest = *part;
+                rest.out += (size_t)done * part->N;
+                linear_rows(&rest, 1, x + (size_t)done * K, M - done, K, kern);
+            }
+        }
         return;
     }
-    rows_product p = {
-        .rows = w.dtype == GPTC_BFLOAT16 ? kern->rows_bf16 : kern->rows_f32,
-        .x = x,
-        .w = w.data,
-    };
-    rows_in_chunks(out, &p, bias, M, K, N, accumulate, gelu);
+    for (int i = 0; i < count; i += ROWS_MAX_PRODUCTS) {
+        linear_rows(parts + i, count - i < ROWS_MAX_PRODUCTS ? count - i : ROWS_MAX_PRODUCTS, x,
+                    M, K, kern);
+    }
 }
 
 void gptc_linear_forward(float *out, const float *x, gptc_weight weight, const float *bias,
                          int M, int K, int N, int flags)
 {
-    const gptc_kernels *kern = gptc_active_kernels();
-    const int accumulate = (flags & GPTC_LINEAR_ACCUMULATE) != 0;
-    const int gelu = (flags & GPTC_LINEAR_GELU) != 0;
-    if (M >= kern->packed_min_rows) {
-        matrix_view a = {x, K, 1, GPTC_FLOAT32, NULL, 0};
-        matrix_view b = {weight.data, 1, K, weight.dtype, weight.scales, gptc_int8_blocks(K)};
-        epilogue ep = {bias, gelu};
-        int done = gemm(M, N, K, a, b, out, N, accumulate, ep, kern);
-        if (done == M) {
-            return;
-        }
-        /* no memory for the packed panels: the rows left take the few-rows
-         * path, which needs none */
-        x += (size_t)done * K;
-        out += (size_t)done * N;
-        M -= done;
-    }
-    linear_rows(out, x, weight, bias, M, K, N, accumulate, gelu, kern);
+    const gptc_linear_part part = {out, weight, bias, N, flags};
+    gptc_linear_forward_parts(&part, 1, x, M, K);
 }
 
 void gptc_f32_to_bf16(uint16_t *out, const float *in, size_t n)

@@ -67,18 +67,26 @@ static float *alloc_work(work_buffers *w, size_t act, size_t scratch)
     return buf;
 }
 
+/* The caches of every layer: layer l's keys at k + l * k_stride (blocks,
+ * gptc_store_key_blocks), its values at v + l * v_stride (B rows of
+ * `capacity` positions each). */
+typedef struct {
+    float *k, *v;
+    size_t k_stride, v_stride;
+    int capacity;
+} layer_caches;
+
 /*
  * The blocks over T new tokens per batch row at positions past ..
  * past + T - 1; on return w->x holds the residual stream after the last
- * block. With k_cache NULL this is the plain forward (past = 0); else
- * layer l's keys and values go to k_cache/v_cache + l * layer_stride (B
- * rows of `capacity` positions each). Returns 0, or -1 if the attention's
- * scratch could not be allocated (only possible with dropout, which the
- * cached forward never has).
+ * block. With caches NULL this is the plain forward (past = 0); else each
+ * layer's keys and values go to its caches. Returns 0, or -1 if the
+ * attention's scratch could not be allocated (only possible with dropout,
+ * which the cached forward never has).
  */
 static int forward_tokens(const gptc_model_params *m, const int64_t *idx, int B, int T,
-                          int past, float *k_cache, float *v_cache, size_t layer_stride,
-                          int capacity, const work_buffers *w, gptc_generator *g, int nthreads)
+                          int past, const layer_caches *caches, const work_buffers *w,
+                          gptc_generator *g, int nthreads)
 {
     const int C = m->emb_dim, M = B * T;
     const size_t act = (size_t)M * C;
@@ -92,9 +100,10 @@ static int forward_tokens(const gptc_model_params *m, const int64_t *idx, int B,
     for (int l = 0; l < m->n_layers; l++) {
         const gptc_block_params *blk = &m->blocks[l];
         gptc_kv_cache cache = {0};
-        if (k_cache != NULL) {
-            cache = (gptc_kv_cache){k_cache + (size_t)l * layer_stride,
-                                    v_cache + (size_t)l * layer_stride, capacity, past};
+        if (caches != NULL) {
+            cache = (gptc_kv_cache){caches->k + (size_t)l * caches->k_stride,
+                                    caches->v + (size_t)l * caches->v_stride, caches->capacity,
+                                    past};
         }
         /* In inference (no shortcut dropout) out_proj and the feed-forward
          * output accumulate straight into the residual stream. */
@@ -104,7 +113,7 @@ static int forward_tokens(const gptc_model_params *m, const int64_t *idx, int B,
         gptc_layernorm_forward(w->normed, w->x, blk->norm1_scale, blk->norm1_shift, M, C,
                                blk->norm1_eps);
         if (gptc_mha_tokens(fused ? w->x : w->branch, w->normed, &blk->att, B, T,
-                            k_cache != NULL ? &cache : NULL, g, &att,
+                            caches != NULL ? &cache : NULL, g, &att,
                             fused ? GPTC_LINEAR_ACCUMULATE : 0, nthreads) != 0)
             return -1;
         if (!fused) {
@@ -136,7 +145,7 @@ int gptc_gpt_forward(float *logits, const int64_t *idx, const gptc_model_params 
     if (buf == NULL) {
         return -1;
     }
-    int rc = forward_tokens(m, idx, B, T, 0, NULL, NULL, 0, T, &w, g, nthreads);
+    int rc = forward_tokens(m, idx, B, T, 0, NULL, &w, g, nthreads);
     if (rc == 0) {
         gptc_layernorm_forward(w.normed, w.x, m->final_scale, m->final_shift, M, C,
                                m->final_eps);
@@ -154,8 +163,7 @@ struct gptc_decoder {
     const gptc_model_params *m;
     int B, capacity, length;
     int max_threads;            /* the thread count the scratch was sized for */
-    float *k_cache, *v_cache;   /* [n_layers][B][capacity][C] each */
-    size_t layer_stride;        /* B * capacity * C */
+    layer_caches caches;        /* one allocation: the key blocks, then the values */
     work_buffers w;             /* sized for a prefill of `capacity` tokens */
     float *work;                /* the allocation behind w */
 };
@@ -170,20 +178,23 @@ gptc_decoder *gptc_decoder_new(const gptc_model_params *m, int B, int capacity)
     d->m = m;
     d->B = B;
     d->capacity = capacity;
-    d->layer_stride = (size_t)B * capacity * C;
     /* The attention scratch is per thread: sized for today's count, and a
      * call never uses more threads than that (gptc_set_num_threads may
      * raise the count while the decoder lives). */
     d->max_threads = gptc_get_num_threads();
     d->work = alloc_work(&d->w, (size_t)B * capacity * C,
                          scratch_floats(m, B, capacity, d->max_threads));
-    const size_t cache = 2 * d->layer_stride * m->n_layers;
-    d->k_cache = malloc((cache > 0 ? cache : 1) * sizeof(float));
-    if (d->work == NULL || d->k_cache == NULL) {
+    const size_t k_stride = gptc_key_blocks_floats(B, capacity, C);
+    const size_t v_stride = (size_t)B * capacity * C;
+    const size_t cache = (k_stride + v_stride) * m->n_layers;
+    /* zeros: the kernel reads whole key blocks, the positions not yet
+     * stored included (it masks their scores) */
+    float *k = calloc(cache > 0 ? cache : 1, sizeof(float));
+    d->caches = (layer_caches){k, k + k_stride * m->n_layers, k_stride, v_stride, capacity};
+    if (d->work == NULL || k == NULL) {
         gptc_decoder_free(d);
         return NULL;
     }
-    d->v_cache = d->k_cache + d->layer_stride * m->n_layers;
     return d;
 }
 
@@ -193,7 +204,7 @@ void gptc_decoder_free(gptc_decoder *d)
         return;
     }
     free(d->work);
-    free(d->k_cache);
+    free(d->caches.k);
     free(d);
 }
 
@@ -228,16 +239,15 @@ static void last_logits(gptc_decoder *d, float *logits, int T)
 /* Without dropout (a decoder has none) forward_tokens cannot fail. */
 void gptc_decoder_prefill(gptc_decoder *d, float *logits, const int64_t *idx, int T)
 {
-    (void)forward_tokens(d->m, idx, d->B, T, 0, d->k_cache, d->v_cache, d->layer_stride,
-                   d->capacity, &d->w, NULL, decoder_threads(d));
+    (void)forward_tokens(d->m, idx, d->B, T, 0, &d->caches, &d->w, NULL, decoder_threads(d));
     d->length = T;
     last_logits(d, logits, T);
 }
 
 void gptc_decoder_step(gptc_decoder *d, float *logits, const int64_t *next)
 {
-    (void)forward_tokens(d->m, next, d->B, 1, d->length, d->k_cache, d->v_cache, d->layer_stride,
-                   d->capacity, &d->w, NULL, decoder_threads(d));
+    (void)forward_tokens(d->m, next, d->B, 1, d->length, &d->caches, &d->w, NULL,
+                         decoder_threads(d));
     d->length += 1;
     last_logits(d, logits, 1);
 }

@@ -119,7 +119,11 @@ static inline __attribute__((always_inline)) void flash_task_body(
     float *st = kt + (size_t)HS * K_BLOCK;      /* [ROW_TILE][K_BLOCK] scores */
     float *m = st + (size_t)ROW_TILE * K_BLOCK; /* running maximum per row */
     float *l = m + Q_BLOCK;                     /* running sum per row */
-    const float *kb = pb->k + (size_t)b * pb->kv_batch_stride + (size_t)h * HS;
+    const int NH = C / HS;
+    /* the keys of (b, h): rows of C floats, or k_blocks transposed blocks */
+    const float *kb = pb->k_blocks > 0
+                          ? pb->k + ((size_t)b * NH + h) * (size_t)pb->k_blocks * HS * K_BLOCK
+                          : pb->k + (size_t)b * pb->kv_batch_stride + (size_t)h * HS;
     const float *vb = pb->v + (size_t)b * pb->kv_batch_stride + (size_t)h * HS;
     const float *q0 = pb->q + ((size_t)b * pb->Tq + row0) * C + (size_t)h * HS;
     float *o0 = pb->out + ((size_t)b * pb->Tq + row0) * C + (size_t)h * HS;
@@ -133,11 +137,18 @@ static inline __attribute__((always_inline)) void flash_task_body(
     for (int j0 = 0; j0 <= last; j0 += K_BLOCK) {
         const int bk = last + 1 - j0 < K_BLOCK ? last + 1 - j0 : K_BLOCK;
         /* the key block, transposed so that a score row is a sum of
-         * K_BLOCK-wide multiply-adds; columns past the block are zero */
-        for (int d = 0; d < HS; d++) {
-            float *ktd = kt + (size_t)d * K_BLOCK;
-            for (int c = 0; c < bk; c++) ktd[c] = kb[(size_t)(j0 + c) * C + d];
-            for (int c = bk; c < K_BLOCK; c++) ktd[c] = 0.0f;
+         * K_BLOCK-wide multiply-adds: as the cache holds it, or transposed
+         * here with zeros past the block. Either way a column past the
+         * keys a row sees only gives a score that softmax_update masks. */
+        const float *ktj = kt;
+        if (pb->k_blocks > 0) {
+            ktj = kb + (size_t)(j0 / K_BLOCK) * HS * K_BLOCK;
+        } else {
+            for (int d = 0; d < HS; d++) {
+                float *ktd = kt + (size_t)d * K_BLOCK;
+                for (int c = 0; c < bk; c++) ktd[c] = kb[(size_t)(j0 + c) * C + d];
+                for (int c = bk; c < K_BLOCK; c++) ktd[c] = 0.0f;
+            }
         }
         /* rows before position j0 see none of this block; row r sees
          * keys j0 .. first + r of it, at most bk */
@@ -155,7 +166,7 @@ static inline __attribute__((always_inline)) void flash_task_body(
                 qt[rr] = q0 + (size_t)(r + rr) * C;
                 ot[rr] = o0 + (size_t)(r + rr) * C;
             }
-            scores_tile(st, qt, kt, HS);
+            scores_tile(st, qt, ktj, HS);
             for (int rr = 0; rr < ROW_TILE; rr++) {
                 float corr = softmax_update(st + (size_t)rr * K_BLOCK, n[rr], pb->divisor,
                                             &m[r + rr], &l[r + rr]);
@@ -172,7 +183,7 @@ static inline __attribute__((always_inline)) void flash_task_body(
             int seen = first + r - j0 + 1;
             int n = seen < bk ? seen : bk;
             float *o = o0 + (size_t)r * C;
-            scores_row(st, q0 + (size_t)r * C, kt, HS);
+            scores_row(st, q0 + (size_t)r * C, ktj, HS);
             float corr = softmax_update(st, n, pb->divisor, &m[r], &l[r]);
             scale_row(o, corr, HS);
             values_row(o, st, vj, (size_t)C, 0, n, HS);
@@ -227,23 +238,26 @@ ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(scores_til
     }
 }
 
-/* s[c] = q . kt[:, c] for one row. */
+/* s[c] = q . kt[:, c] for one row: all K_BLOCK columns at once, each
+ * vector its own chain of multiply-adds over d (a decode step has no other
+ * rows to hide the latency of one chain behind), lane for lane the
+ * operations of scores_tile. */
+#define ROW_SCORE_VECS (K_BLOCK / ATT_VEC)
 ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(scores_row)(
     float *s, const float *q, const float *kt, int HS)
 {
-    for (int c0 = 0; c0 < K_BLOCK; c0 += CHUNK) {
-        VEC a = {0}, b = {0};
-        for (int d = 0; d < HS; d++) {
-            VEC k, l;
-            VLOAD(k, kt + (size_t)d * K_BLOCK + c0);
-            VLOAD(l, kt + (size_t)d * K_BLOCK + c0 + ATT_VEC);
-            a += q[d] * k;
-            b += q[d] * l;
+    VEC a[ROW_SCORE_VECS];
+    for (int u = 0; u < ROW_SCORE_VECS; u++) a[u] = (VEC){0};
+    for (int d = 0; d < HS; d++) {
+        for (int u = 0; u < ROW_SCORE_VECS; u++) {
+            VEC k;
+            VLOAD(k, kt + (size_t)d * K_BLOCK + u * ATT_VEC);
+            a[u] += q[d] * k;
         }
-        VSTORE(s + c0, a);
-        VSTORE(s + c0 + ATT_VEC, b);
     }
+    for (int u = 0; u < ROW_SCORE_VECS; u++) VSTORE(s + u * ATT_VEC, a[u]);
 }
+#undef ROW_SCORE_VECS
 
 /* The last w < ATT_VEC features of a row into a vector (the rest zero) and
  * back. Through pointers: a vector passed by value would depend on the ABI
@@ -322,24 +336,39 @@ ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(values_til
     }
 }
 
-/* o += sum_{c0 <= c < n} p[c] v_c for one row. */
+/* o[d0 .. d0 + width * ATT_VEC) += sum_{c0 <= c < n} p[c] v_c[same]: width
+ * vectors of features, each its own chain over c. */
+ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(values_row_vecs)(
+    float *o, const float *p, const float *v, size_t ldv, int c0, int n, int d0,
+    const int width)
+{
+    VEC a[8];
+    for (int u = 0; u < width; u++) VLOAD(a[u], o + d0 + u * ATT_VEC);
+    for (int c = c0; c < n; c++) {
+        for (int u = 0; u < width; u++) {
+            VEC x;
+            VLOAD(x, v + (size_t)c * ldv + d0 + u * ATT_VEC);
+            a[u] += p[c] * x;
+        }
+    }
+    for (int u = 0; u < width; u++) VSTORE(o + d0 + u * ATT_VEC, a[u]);
+}
+
+/* o += sum_{c0 <= c < n} p[c] v_c for one row: features eight, four or two
+ * vectors at a time (independent chains, as in scores_row), then the last
+ * HS % CHUNK; lane for lane the operations of values_tile. */
 ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(values_row)(
     float *o, const float *p, const float *v, size_t ldv, int c0, int n, int HS)
 {
     int d0 = 0;
+    for (; d0 + 8 * ATT_VEC <= HS; d0 += 8 * ATT_VEC) {
+        ATT_NAME(values_row_vecs)(o, p, v, ldv, c0, n, d0, 8);
+    }
+    for (; d0 + 4 * ATT_VEC <= HS; d0 += 4 * ATT_VEC) {
+        ATT_NAME(values_row_vecs)(o, p, v, ldv, c0, n, d0, 4);
+    }
     for (; d0 + CHUNK <= HS; d0 += CHUNK) {
-        VEC a, b;
-        VLOAD(a, o + d0);
-        VLOAD(b, o + d0 + ATT_VEC);
-        for (int c = c0; c < n; c++) {
-            VEC x, y;
-            VLOAD(x, v + (size_t)c * ldv + d0);
-            VLOAD(y, v + (size_t)c * ldv + d0 + ATT_VEC);
-            a += p[c] * x;
-            b += p[c] * y;
-        }
-        VSTORE(o + d0, a);
-        VSTORE(o + d0 + ATT_VEC, b);
+        ATT_NAME(values_row_vecs)(o, p, v, ldv, c0, n, d0, 2);
     }
     for (; d0 < HS; d0 += ATT_VEC) {
         const int w = HS - d0 < ATT_VEC ? HS - d0 : ATT_VEC;

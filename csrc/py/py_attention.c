@@ -345,7 +345,8 @@ PyObject *py_attention_cached(PyObject *self, PyObject *args)
     }
     Py_BEGIN_ALLOW_THREADS
     gptc_attention_cached_forward((float *)PyArray_DATA(out), data_of(&q), data_of(&k),
-                                  data_of(&v), (int)B, (int)Tq, (int)past, (int)cap, num_heads,
+                                  data_of(&v), (int)B, (int)Tq, (int)past, (int)cap,
+                                  GPTC_KEYS_AS_ROWS, num_heads,
                                   HS, scratch, nthreads);
     Py_END_ALLOW_THREADS
     PyMem_Free(scratch);

@@ -757,6 +757,71 @@ static double check_linear_int8(const gptc_kernels *t)
     return worst;
 }
 
+/* gptc_linear_forward_parts: a group of products of one x, the weight
+ * types, widths and flags mixed, five parts (more than one loop takes), is
+ * each product as gptc_linear_forward gives it alone, bit for bit, on both
+ * sides of the switch to the packed GEMM. Returns the largest absolute
+ * difference, which must be 0. */
+#define NPARTS 5
+static double check_linear_parts(const gptc_kernels *t)
+{
+    static const int flag_sets[NPARTS] = {0, GPTC_LINEAR_GELU, GPTC_LINEAR_ACCUMULATE, 0,
+                                          GPTC_LINEAR_ACCUMULATE};
+    static const int widths[NPARTS] = {21, 3, 64, 17, 40};
+    static const int Ms[] = {1, 2, 4, 9, 0, 0};
+    const int nM = (int)(sizeof(Ms) / sizeof(Ms[0]));
+    static const int Ks[] = {1, 33, 100};
+    double worst = 0.0;
+    for (int mi = 0; mi < nM; mi++) {
+        /* the last two: the sides of this table's switch to the packed GEMM */
+        const int M = mi < nM - 2 ? Ms[mi] : t->packed_min_rows - (nM - 1 - mi);
+        for (size_t ki = 0; ki < sizeof(Ks) / sizeof(Ks[0]) && M > 0; ki++) {
+            const int K = Ks[ki];
+            float *x = guarded_floats((size_t)M * K);
+            fill(x, (size_t)M * K);
+            gptc_linear_part parts[NPARTS];
+            float *alone[NPARTS];
+            for (int i = 0; i < NPARTS; i++) {
+                const int N = widths[i];
+                const gptc_dtype dtype = i % 3 == 0 ? GPTC_FLOAT32 : i % 3 == 1 ? GPTC_BFLOAT16
+                                                                                : GPTC_INT8;
+                gptc_weight w;
+                if (dtype == GPTC_INT8) {
+                    int8_matrix q = make_int8(N, K, 0);
+                    free(q.wide);
+                    w = (gptc_weight){q.v.values, GPTC_INT8, q.v.scales};
+                } else {
+                    float *wide = malloc((size_t)N * K * sizeof(float));
+                    w = (gptc_weight){guarded_weights((size_t)N * K, dtype == GPTC_BFLOAT16, wide),
+                                      dtype, NULL};
+                    free(wide);
+                }
+                float *bias = NULL;
+                if (i % 2 == 0) {
+                    bias = guarded_floats((size_t)N);
+                    fill(bias, (size_t)N);
+                }
+                parts[i] = (gptc_linear_part){guarded_floats((size_t)M * N), w, bias, N,
+                                              flag_sets[i]};
+                alone[i] = guarded_floats((size_t)M * N);
+                fill(parts[i].out, (size_t)M * N);
+                memcpy(alone[i], parts[i].out, (size_t)M * N * sizeof(float));
+                gptc_linear_forward(alone[i], x, w, bias, M, K, N, flag_sets[i]);
+            }
+            gptc_linear_forward_parts(parts, NPARTS, x, M, K);
+            for (int i = 0; i < NPARTS; i++) {
+                for (size_t o = 0; o < (size_t)M * widths[i]; o++) {
+                    const double d = fabs((double)parts[i].out[o] - (double)alone[i][o]);
+                    worst = isnan(d) ? NAN : worse(worst, d);
+                }
+            }
+            release_buffers();
+        }
+    }
+    return worst;
+}
+#undef NPARTS
+
 /* ------------------------------------------------------------------------
  * gptc_linear_backward: each gradient accumulated into what is there, and
  * a NULL gradient skipped (each computed alone once as well).
@@ -879,15 +944,33 @@ static const att_case att_cases[] = {
 #define NATT ((int)(sizeof(att_cases) / sizeof(att_cases[0])))
 
 /* The kernel's result for queries q (B, Tq, C) at positions past.. over
- * caches k, v (B rows of capacity, row stride C), into out (guarded). */
+ * caches k, v (B rows of capacity, row stride C), into out (guarded). With
+ * GPTC_KEYS_IN_BLOCKS the keys of positions 0 .. past + Tq - 1 are first
+ * stored into a block cache (guarded) whose other positions hold NaN, as
+ * the positions a decoder has not stored yet may hold anything: the kernel
+ * must mask them. */
 static void run_attention(float *out, const float *q, const float *k, const float *v, int B,
-                          int Tq, int past, int capacity, int NH, int HS)
+                          int Tq, int past, int capacity, int NH, int HS,
+                          gptc_key_layout layout)
 {
-    const int nthreads = gptc_get_num_threads();
+    const int nthreads = gptc_get_num_threads(), C = NH * HS;
     float *scratch = guarded_floats(gptc_attention_cached_scratch_floats(HS, nthreads));
-    gptc_attention_cached_forward(out, q, k, v, B, Tq, past, capacity, NH, HS, scratch,
-                                  nthreads);
+    const float *keys = k;
+    if (layout == GPTC_KEYS_IN_BLOCKS) {
+        const size_t per_row = gptc_key_blocks_floats(1, capacity, C);
+        float *blocks = guarded_floats((size_t)B * per_row);
+        for (size_t i = 0; i < (size_t)B * per_row; i++) blocks[i] = NAN;
+        for (int b = 0; b < B; b++) {
+            gptc_store_key_blocks(blocks + (size_t)b * per_row, k + (size_t)b * capacity * C, 1,
+                                  past + Tq, 0, capacity, NH, HS);
+        }
+        keys = blocks;
+    }
+    gptc_attention_cached_forward(out, q, keys, v, B, Tq, past, capacity, layout, NH, HS,
+                                  scratch, nthreads);
 }
+
+static const gptc_key_layout key_layouts[] = {GPTC_KEYS_AS_ROWS, GPTC_KEYS_IN_BLOCKS};
 
 static double check_attention(void)
 {
@@ -902,7 +985,6 @@ static double check_attention(void)
         fill(q, nq);
         fill(k, ncache);
         fill(v, ncache);
-        for (size_t i = 0; i < nq; i++) out[i] = NAN;
         for (int b = 0; b < ac.B; b++) {
             for (int h = 0; h < ac.NH; h++) {
                 for (int i = 0; i < ac.Tq; i++) {
@@ -927,8 +1009,12 @@ static double check_attention(void)
                 }
             }
         }
-        run_attention(out, q, k, v, ac.B, ac.Tq, ac.past, capacity, ac.NH, ac.HS);
-        worst = worse(worst, rel_err(out, ref, nq));
+        for (int lay = 0; lay < 2; lay++) {
+            for (size_t i = 0; i < nq; i++) out[i] = NAN;
+            run_attention(out, q, k, v, ac.B, ac.Tq, ac.past, capacity, ac.NH, ac.HS,
+                          key_layouts[lay]);
+            worst = worse(worst, rel_err(out, ref, nq));
+        }
         free(ref);
         free(sc);
         release_buffers();
@@ -936,9 +1022,9 @@ static double check_attention(void)
     return worst;
 }
 
-/* A position computed alone (a decode step) or in a chunk of a prefill is
- * bit for bit that row of the whole-sequence forward. Returns the largest
- * absolute difference, which must be 0. */
+/* A position computed alone (a decode step) or in a chunk of a prefill, over
+ * keys as rows or in blocks, is bit for bit that row of the whole-sequence
+ * forward. Returns the largest absolute difference, which must be 0. */
 static double check_decode(void)
 {
     static const int Ts[] = {1, 5, 33, 70, 130};
@@ -953,9 +1039,12 @@ static double check_decode(void)
             fill(q, n);
             fill(k, n);
             fill(v, n);
-            run_attention(full, q, k, v, B, T, 0, T, NH, HS);
-            /* chunks of 1 (decode steps) and of 7 (a prefill in pieces) */
-            for (int chunk = 1; chunk <= 7; chunk += 6) {
+            run_attention(full, q, k, v, B, T, 0, T, NH, HS, GPTC_KEYS_AS_ROWS);
+            /* chunks of 1 (decode steps) and of 7 (a prefill in pieces),
+             * over keys as rows and in blocks */
+            for (int c = 0; c < 4; c++) {
+                const int chunk = c % 2 == 0 ? 1 : 7;
+                const gptc_key_layout layout = key_layouts[c / 2];
                 for (int p = 0; p < T; p += chunk) {
                     const int Tq = T - p < chunk ? T - p : chunk;
                     const int mark = nmappings;   /* the chunk's buffers go after it */
@@ -965,7 +1054,7 @@ static double check_decode(void)
                         memcpy(qc + (size_t)b * Tq * C, q + ((size_t)b * T + p) * C,
                                (size_t)Tq * C * sizeof(float));
                     }
-                    run_attention(oc, qc, k, v, B, Tq, p, T, NH, HS);
+                    run_attention(oc, qc, k, v, B, Tq, p, T, NH, HS, layout);
                     for (int b = 0; b < B; b++) {
                         for (size_t i = 0; i < (size_t)Tq * C; i++) {
                             double d = fabs((double)oc[(size_t)b * Tq * C + i] -
@@ -1021,6 +1110,7 @@ static void check_kernel_set(const char *isa)
     RUN("rows_int8_exact", check_rows_int8(t, 1), TOL_EXACT);
     RUN("rows_int8", check_rows_int8(t, 0), TOL_SUM);
     RUN("linear_int8", check_linear_int8(t), TOL_SUM);
+    RUN("linear_parts", check_linear_parts(t), TOL_EXACT);
     running_kernel = "linear_backward";
     check_backward(isa);
     RUN("gemm_serial", check_gemm_serial(), TOL_SUM);
