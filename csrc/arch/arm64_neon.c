@@ -360,28 +360,32 @@ static inline __attribute__((always_inline)) void int8_tile_body(
     for (int i = 0; i < rows; i++) vst1q_f32(res + i * ROWS_INT8_FEW_NR, acc[i]);
 }
 
-static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, int wrows, int K)
+static void tiles_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int N,
+                       int accumulate, int rows, int wrows, int K, int n0, int n1)
 {
-    ROWS_INT8_BY_SHAPE(int8_tile_body, res, x, w, rows, wrows, K, dot_mull);
+    ROWS_INT8_BY_SHAPE(int8_tile_body, dot_mull, out, x, w, bias, N, accumulate, rows, wrows, K,
+                       n0, n1);
 }
 
 static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int M,
                       int K, int N, int n0, int n1, int accumulate)
 {
-    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8);
+    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tiles_int8);
 }
 
-TARGET_DOTPROD static void tile_int8_dotprod(float *res, gptc_int8_rows x, gptc_int8_rows w,
-                                             int rows, int wrows, int K)
+TARGET_DOTPROD static void tiles_int8_dotprod(float *out, gptc_int8_rows x, gptc_int8_rows w,
+                                              const float *bias, int N, int accumulate, int rows,
+                                              int wrows, int K, int n0, int n1)
 {
-    ROWS_INT8_BY_SHAPE(int8_tile_body, res, x, w, rows, wrows, K, dot_sdot);
+    ROWS_INT8_BY_SHAPE(int8_tile_body, dot_sdot, out, x, w, bias, N, accumulate, rows, wrows, K,
+                       n0, n1);
 }
 
 TARGET_DOTPROD static void rows_int8_dotprod(float *out, gptc_int8_rows x, gptc_int8_rows w,
                                              const float *bias, int M, int K, int N, int n0,
                                              int n1, int accumulate)
 {
-    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8_dotprod);
+    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tiles_int8_dotprod);
 }
 
 /* ---- inference attention: 4-float vectors ---- */

@@ -183,10 +183,20 @@ static void tile_int8(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, 
     }
 }
 
+/* tile_int8 as the body ROWS_INT8_TILES calls (the shape stays a variable
+ * here, and there is one dot product) */
+#define TILE_INT8_BODY(res, x, w, rows, wrows, K, dot) tile_int8(res, x, w, rows, wrows, K)
+
+static void tiles_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int N,
+                       int accumulate, int rows, int wrows, int K, int n0, int n1)
+{
+    ROWS_INT8_TILES(TILE_INT8_BODY, 0, out, x, w, bias, N, accumulate, rows, wrows, K, n0, n1);
+}
+
 static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int M,
                       int K, int N, int n0, int n1, int accumulate)
 {
-    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_int8);
+    rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tiles_int8);
 }
 
 /* ---- inference attention: 4-float vectors ---- */

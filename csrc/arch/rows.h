@@ -133,64 +133,87 @@ static inline __attribute__((always_inline)) void rows_w_prefetch(const void *p)
     __builtin_prefetch((const void *)(at + ROWS_PREFETCH_L2_BYTES), 0, 2);
 }
 
-/* res[i * ROWS_INT8_FEW_NR + j] = x_i . w_j for i < rows x rows and j < wrows
- * W rows of the views: rows <= 2 with wrows ROWS_INT8_FEW_NR, rows <=
- * ROWS_MR with wrows ROWS_INT8_NR or 1. */
-typedef void (*rows_int8_tile_fn)(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows,
-                                  int wrows, int K);
+/* For W rows n0 .. n1 (whole tiles of wrows), the tiles of `rows` x rows
+ * from x: out[i * N + n] (= or +=) x_i . w_n + bias[n], with rows <= 2 and
+ * wrows ROWS_INT8_FEW_NR, or rows <= ROWS_MR and wrows ROWS_INT8_NR or 1. */
+typedef void (*rows_int8_tiles_fn)(float *out, gptc_int8_rows x, gptc_int8_rows w,
+                                   const float *bias, int N, int accumulate, int rows,
+                                   int wrows, int K, int n0, int n1);
 
-/* A tile's body, body(res, x, w, rows, wrows, K, dot), called with the
- * runtime shape as compile-time constants: an always-inline body is
- * unrolled for each shape. */
-#define ROWS_INT8_ROWS(body, res, x, w, rows, wrows, K, dot)                       \
-    do {                                                                            \
-        switch (rows) {                                                             \
-        case 1: body(res, x, w, 1, wrows, K, dot); break;                           \
-        case 2: body(res, x, w, 2, wrows, K, dot); break;                           \
-        case 3: body(res, x, w, 3, wrows, K, dot); break;                           \
-        default: body(res, x, w, ROWS_MR, wrows, K, dot); break;                    \
-        }                                                                           \
+/* The loop of a rows_int8_tiles_fn over its tiles, each computed by
+ * body(res, x, w, rows, wrows, K, dot) into res[i * ROWS_INT8_FEW_NR + j]
+ * and stored. */
+#define ROWS_INT8_TILES(body, dot, out, x, w, bias, N, accumulate, rows, wrows, K, n0, n1)   \
+    do {                                                                                      \
+        for (int n_ = (n0); n_ < (n1); n_ += (wrows)) {                                      \
+            float res_[ROWS_MR * ROWS_INT8_FEW_NR];                                           \
+            body(res_, x, rows_int8_at(w, n_), rows, wrows, K, dot);                          \
+            for (int i_ = 0; i_ < (rows); i_++) {                                             \
+                for (int j_ = 0; j_ < (wrows); j_++) {                                        \
+                    rows_store(out, N, i_, n_ + j_, res_[i_ * ROWS_INT8_FEW_NR + j_], bias,   \
+                               accumulate);                                                   \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
     } while (0)
-#define ROWS_INT8_BY_SHAPE(body, res, x, w, rows, wrows, K, dot)                    \
-    do {                                                                            \
-        if (ROWS_INT8_FEW_NR != ROWS_INT8_NR && (wrows) == ROWS_INT8_FEW_NR) {      \
-            if ((rows) == 1) {                                                      \
-                body(res, x, w, 1, ROWS_INT8_FEW_NR, K, dot);                       \
-            } else {                                                                \
-                body(res, x, w, 2, ROWS_INT8_FEW_NR, K, dot);                       \
-            }                                                                       \
-        } else if ((wrows) == ROWS_INT8_NR) {                                       \
-            ROWS_INT8_ROWS(body, res, x, w, rows, ROWS_INT8_NR, K, dot);            \
-        } else {                                                                    \
-            ROWS_INT8_ROWS(body, res, x, w, rows, 1, K, dot);                       \
-        }                                                                           \
+
+/* That loop with the runtime shape (rows, wrows) as compile-time
+ * constants: an always-inline body is unrolled for each shape, and the
+ * shape is chosen once per run of tiles rather than once per tile (a
+ * decode step's tiles are short: the choice and the call took about a
+ * quarter of the time). */
+#define ROWS_INT8_ROWS(body, dot, out, x, w, bias, N, acc, rows, wrows, K, n0, n1)        \
+    do {                                                                                  \
+        switch (rows) {                                                                   \
+        case 1: ROWS_INT8_TILES(body, dot, out, x, w, bias, N, acc, 1, wrows, K, n0, n1); break; \
+        case 2: ROWS_INT8_TILES(body, dot, out, x, w, bias, N, acc, 2, wrows, K, n0, n1); break; \
+        case 3: ROWS_INT8_TILES(body, dot, out, x, w, bias, N, acc, 3, wrows, K, n0, n1); break; \
+        default:                                                                          \
+            ROWS_INT8_TILES(body, dot, out, x, w, bias, N, acc, ROWS_MR, wrows, K, n0, n1); \
+            break;                                                                        \
+        }                                                                                 \
+    } while (0)
+#define ROWS_INT8_BY_SHAPE(body, dot, out, x, w, bias, N, acc, rows, wrows, K, n0, n1)    \
+    do {                                                                                  \
+        if (ROWS_INT8_FEW_NR != ROWS_INT8_NR && (wrows) == ROWS_INT8_FEW_NR) {            \
+            if ((rows) == 1) {                                                            \
+                ROWS_INT8_TILES(body, dot, out, x, w, bias, N, acc, 1, ROWS_INT8_FEW_NR, K, n0, n1); \
+            } else {                                                                      \
+                ROWS_INT8_TILES(body, dot, out, x, w, bias, N, acc, 2, ROWS_INT8_FEW_NR, K, n0, n1); \
+            }                                                                             \
+        } else if ((wrows) == ROWS_INT8_NR) {                                             \
+            ROWS_INT8_ROWS(body, dot, out, x, w, bias, N, acc, rows, ROWS_INT8_NR, K, n0, n1); \
+        } else {                                                                          \
+            ROWS_INT8_ROWS(body, dot, out, x, w, bias, N, acc, rows, 1, K, n0, n1);       \
+        }                                                                                 \
     } while (0)
 _Static_assert(ROWS_MR == 4, "ROWS_INT8_ROWS has a case for each count of rows");
 
 /* The int8 kernel: a tile takes any number of rows up to its height, so a
  * decode step (one row) still loads each x block once for a whole tile of
  * W rows; W rows short of a tile (only at the end of W: the chunks hold
- * whole tiles) go one at a time. Each output is the same chain of
+ * whole tiles) go one at a time. Up to ROWS_MR rows are one run of tiles
+ * across the columns; with more, the W rows of each tile stay in L1 while
+ * each group of x rows meets them. Each output is the same chain of
  * operations in every tile shape, so a row computed alone equals the same
  * row computed among others. */
 static inline __attribute__((always_inline)) void rows_int8_body(
     float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias, int M, int K, int N,
-    int n0, int n1, int accumulate, rows_int8_tile_fn tile)
+    int n0, int n1, int accumulate, rows_int8_tiles_fn tiles)
 {
     const int nr = M <= 2 ? ROWS_INT8_FEW_NR : ROWS_INT8_NR;
+    const int n_whole = n0 + (n1 - n0) / nr * nr;   /* whole tiles end here */
+    if (M <= ROWS_MR) {
+        tiles(out, x, w, bias, N, accumulate, M, nr, K, n0, n_whole);
+        tiles(out, x, w, bias, N, accumulate, M, 1, K, n_whole, n1);
+        return;
+    }
     for (int n = n0; n < n1;) {
-        const int wrows = n1 - n >= nr ? nr : 1;
-        const gptc_int8_rows wn = rows_int8_at(w, n);
+        const int wrows = n < n_whole ? nr : 1;
         for (int m = 0; m < M; m += ROWS_MR) {
             const int rows = M - m < ROWS_MR ? M - m : ROWS_MR;
-            float res[ROWS_MR * ROWS_INT8_FEW_NR];
-            tile(res, rows_int8_at(x, m), wn, rows, wrows, K);
-            for (int i = 0; i < rows; i++) {
-                for (int j = 0; j < wrows; j++) {
-                    rows_store(out, N, m + i, n + j, res[i * ROWS_INT8_FEW_NR + j], bias,
-                               accumulate);
-                }
-            }
+            tiles(out + (size_t)m * N, rows_int8_at(x, m), w, bias, N, accumulate, rows, wrows,
+                  K, n, n + wrows);
         }
         n += wrows;
     }

@@ -4,22 +4,14 @@
  * 256-bit kernels serve the AVX-512 tables too (kernels.h says why), with
  * these names mapped besides rows_simd.h's:
  *
- *   QV_BLOCKS              int8 blocks per integer vector (1: 32 bytes, 2: 64)
- *   qv                     an integer vector of QV_BLOCKS * GPTC_INT8_BLOCK bytes
+ *   qv                     an integer vector of one block (GPTC_INT8_BLOCK bytes)
  *   qv_load(p)             those bytes from p (any alignment)
- *   qv_load_part(p, n)     the first n (< QV_BLOCKS * GPTC_INT8_BLOCK) of them,
+ *   qv_load_part(p, n)     the first n (< GPTC_INT8_BLOCK) of them,
  *                          zeros after, reading nothing past p + n
  *   qv_abs(x)              |x| of each int8 (at most 127: q is never -128)
  *   qv_signed(w, x)        w with the sign of x applied: -w where x < 0
  *   vf_from_i32(v)         int32 lanes to float32 (VF_LANES of them: 8 per block)
- *   vf_mul(a, b), vf_set1(f)
- *   vf_load_scales(p, n)   n (<= VF_LANES) bfloat16 scales from p as float32,
- *                          zeros after, reading nothing past p + n
- *   block_scales           VF_LANES scales, kept as the file finds fastest
- *   block_scales_of(v)     ... made from a vector of them
- *   vf_block_scales(t, s)  the scales of the blocks of step s (blocks
- *                          QV_BLOCKS * s, ...) of t, lane for lane: 8 lanes
- *                          per block, as vf_from_i32 puts a block's sums
+ *   vf_set1(f)             f in every lane
  *   dot_maddubs(u, s)      the int32 sums of each 4 adjacent products u[i] * s[i]
  *                          (u unsigned, s signed) with vpmaddubsw + vpmaddwd
  *
@@ -34,100 +26,83 @@
 #ifndef GPTC_ARCH_ROWS_INT8_SIMD_H
 #define GPTC_ARCH_ROWS_INT8_SIMD_H
 
-#define QV_BYTES (QV_BLOCKS * GPTC_INT8_BLOCK)
-
 /* dot_maddubs or dot_vnni */
 typedef qv (*qv_dot_fn)(qv u, qv s);
 
-/* One step of the tile: the QV_BLOCKS blocks from block b (of the chunk of
- * VF_LANES blocks from c) of each x row and W row meet. `full` and
- * `prefetch` are constants at each call: `full` says that the step lies
- * wholly inside K (only the last step of a row may not, and only that one
- * takes qv_load_part); `prefetch` asks for W ahead, once per 64-byte line. */
+/* One step of the tile: block b of each x row and W row meet. `full` and
+ * `prefetch` are constants at each call: `full` says that the block lies
+ * wholly inside K (only the last block of a row may not, and only that one
+ * takes qv_load_part); `prefetch` asks for W ahead, once per 64-byte line.
+ * Each pair's exact integer sums, as float32 lanes, meet the product of
+ * the two blocks' scales (exact: two bfloat16 values), formed as a scalar
+ * and broadcast, in one multiply-add. */
 TARGET static inline __attribute__((always_inline)) void int8_tile_step(
-    vf acc[ROWS_MR][ROWS_INT8_FEW_NR], const block_scales sp[ROWS_MR][ROWS_INT8_FEW_NR],
-    gptc_int8_rows x, gptc_int8_rows w, const int rows, const int wrows, int K, int c, int b,
-    const int full, const int prefetch, qv_dot_fn dot)
+    vf acc[ROWS_MR][ROWS_INT8_FEW_NR], gptc_int8_rows x, gptc_int8_rows w, const int rows,
+    const int wrows, int K, int b, const int full, const int prefetch, qv_dot_fn dot)
 {
     const int k = b * GPTC_INT8_BLOCK, left = K - k;
     qv wv[ROWS_INT8_FEW_NR];
+    float dw[ROWS_INT8_FEW_NR];
     for (int j = 0; j < wrows; j++) {
         const int8_t *p = w.values + (size_t)j * w.stride + k;
         if (prefetch) rows_w_prefetch(p);
         wv[j] = full ? qv_load(p) : qv_load_part(p, left);
+        dw[j] = gptc_bf16_to_f32(w.scales[(size_t)j * w.scale_stride + b]);
     }
     for (int i = 0; i < rows; i++) {
         const int8_t *p = x.values + (size_t)i * x.stride + k;
         const qv xv = full ? qv_load(p) : qv_load_part(p, left);
         const qv ax = qv_abs(xv);
+        const float dx = gptc_bf16_to_f32(x.scales[(size_t)i * x.scale_stride + b]);
         for (int j = 0; j < wrows; j++) {
-            vf sums = vf_from_i32(dot(ax, qv_signed(wv[j], xv)));
-            const vf d = vf_block_scales(&sp[i][j], (b - c) / QV_BLOCKS);
-            acc[i][j] = vf_fma(sums, d, acc[i][j]);
+            const vf sums = vf_from_i32(dot(ax, qv_signed(wv[j], xv)));
+            acc[i][j] = vf_fma(sums, vf_set1(dx * dw[j]), acc[i][j]);
         }
     }
 }
 
-/* res[i * ROWS_INT8_FEW_NR + j] = x_i . w_j for `rows` x rows and `wrows` W rows,
- * compile-time constants at each call. Per chunk of VF_LANES blocks the
- * scale products d_x * d_w of each pair are computed as a vector; then per
- * step of QV_BLOCKS blocks each pair's exact integer sums, as float32
- * lanes, meet their scales in one multiply-add. The lanes are summed at
- * the end.
- *
- * A chunk wholly inside K is unrolled, with constant offsets and whole
- * loads only; the chunk holding the end of K takes the general steps. */
+/* res[i * ROWS_INT8_FEW_NR + j] = x_i . w_j for `rows` x rows and `wrows` W
+ * rows, compile-time constants at each call: the sum over blocks, in
+ * order, of step's multiply-adds, then of the lanes. Whole blocks go two
+ * at a time (one prefetch pair per 64-byte line); the block holding the
+ * end of K, if it is short, takes the general step. */
 TARGET static inline __attribute__((always_inline)) void int8_tile_body(
     float *res, gptc_int8_rows x, gptc_int8_rows w, const int rows, const int wrows, int K,
     qv_dot_fn dot)
 {
     const int nb = gptc_int8_blocks(K);
     vf acc[ROWS_MR][ROWS_INT8_FEW_NR];
-    block_scales sp[ROWS_MR][ROWS_INT8_FEW_NR];
     for (int i = 0; i < rows; i++) {
         for (int j = 0; j < wrows; j++) acc[i][j] = vf_zero();
     }
-    for (int c = 0; c < nb; c += VF_LANES) {
-        const int nc = nb - c < VF_LANES ? nb - c : VF_LANES;
-        vf ws[ROWS_INT8_FEW_NR];
-        for (int j = 0; j < wrows; j++) {
-            ws[j] = vf_load_scales(w.scales + (size_t)j * w.scale_stride + c, nc);
-        }
-        for (int i = 0; i < rows; i++) {
-            vf xs = vf_load_scales(x.scales + (size_t)i * x.scale_stride + c, nc);
-            for (int j = 0; j < wrows; j++) sp[i][j] = block_scales_of(vf_mul(xs, ws[j]));
-        }
-        if ((c + VF_LANES) * GPTC_INT8_BLOCK <= K) {
-#pragma GCC unroll 8
-            for (int s = 0; s < VF_LANES / QV_BLOCKS; s++) {
-                int8_tile_step(acc, sp, x, w, rows, wrows, K, c, c + s * QV_BLOCKS, 1,
-                               s * QV_BYTES % 64 == 0, dot);
-            }
-        } else {
-            for (int b = c; b < c + nc; b += QV_BLOCKS) {
-                int8_tile_step(acc, sp, x, w, rows, wrows, K, c, b,
-                               (b + QV_BLOCKS) * GPTC_INT8_BLOCK <= K, 1, dot);
-            }
-        }
+    int b = 0;
+    for (; (b + 2) * GPTC_INT8_BLOCK <= K; b += 2) {
+        int8_tile_step(acc, x, w, rows, wrows, K, b, 1, 1, dot);
+        int8_tile_step(acc, x, w, rows, wrows, K, b + 1, 1, 0, dot);
+    }
+    for (; b < nb; b++) {
+        int8_tile_step(acc, x, w, rows, wrows, K, b, (b + 1) * GPTC_INT8_BLOCK <= K, 1, dot);
     }
     for (int i = 0; i < rows; i++) {
         for (int j = 0; j < wrows; j++) res[i * ROWS_INT8_FEW_NR + j] = vf_hsum(acc[i][j]);
     }
 }
 
-/* A gptc_rows_int8_fn called `name` (and its tile, tile_##name) with the
+/* A gptc_rows_int8_fn called `name` (and its tiles, tiles_##name) with the
  * integer dot product `dot` (dot_maddubs or a vpdpbusd), compiled for the
  * target attribute `attr`. */
 #define ROWS_INT8_KERNEL(attr, name, dot)                                                 \
-    attr static void tile_##name(float *res, gptc_int8_rows x, gptc_int8_rows w, int rows, \
-                                 int wrows, int K)                                         \
+    attr static void tiles_##name(float *out, gptc_int8_rows x, gptc_int8_rows w,           \
+                                  const float *bias, int N, int accumulate, int rows,       \
+                                  int wrows, int K, int n0, int n1)                         \
     {                                                                                      \
-        ROWS_INT8_BY_SHAPE(int8_tile_body, res, x, w, rows, wrows, K, dot);               \
+        ROWS_INT8_BY_SHAPE(int8_tile_body, dot, out, x, w, bias, N, accumulate, rows,      \
+                           wrows, K, n0, n1);                                              \
     }                                                                                      \
     attr void name(float *out, gptc_int8_rows x, gptc_int8_rows w, const float *bias,     \
                    int M, int K, int N, int n0, int n1, int accumulate)                    \
     {                                                                                      \
-        rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tile_##name);        \
+        rows_int8_body(out, x, w, bias, M, K, N, n0, n1, accumulate, tiles_##name);       \
     }
 
 #endif /* GPTC_ARCH_ROWS_INT8_SIMD_H */

@@ -63,16 +63,16 @@ TARGET static inline float vf_hsum(vf v) { return hsum(v); }
 /* The int8 tiles (rows.h, rows_int8_simd.h): 4 x rows by 2 W rows, and
  * for one or two rows 2 by 4 (eight accumulators, which with the four W
  * vectors fill the 16 registers). With one x row the multiply-add chains,
- * one per W row, are what bound a step: the wider tile, with the chunks of
- * blocks unrolled and one prefetch pair per line instead of per step, took
- * a one-thread decode-shaped product ([1, 768] x [512, 768], in L2) from
- * 14.1 to 10.4 us (avx512_vnni), 10.9 to 9.5 (avx2_vnni) and 11.1-15.1
- * to 8.6-10.2 (avx2) on a 2-core Zen 5 class EPYC VM, 2026-12-02. */
+ * one per W row, are what bound a step: the wider tile, one prefetch pair
+ * per line instead of per block, no call in the loop and the shape chosen
+ * once per run of tiles took a one-thread decode-shaped product ([1, 768]
+ * x [512, 768], in L2; best of 300) from 13.6 to 7.0 us (avx512_vnni),
+ * 15.7 to 6.9 (avx2_vnni) and 10.9 to 7.4 (avx2) on a 2-core Zen 5 class
+ * EPYC VM, 2026-12-02. */
 #define ROWS_INT8_FEW_NR 4
 #include "rows_simd.h"
 
 /* ---- the integer mapping of rows_int8_simd.h: one block per vector ---- */
-#define QV_BLOCKS 1
 typedef __m256i qv;
 
 TARGET static inline qv qv_load(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
@@ -94,24 +94,6 @@ TARGET static inline qv qv_signed(qv w, qv x) { return _mm256_sign_epi8(w, x); }
 TARGET static inline vf vf_from_i32(qv v) { return _mm256_cvtepi32_ps(v); }
 TARGET static inline vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 TARGET static inline vf vf_set1(float f) { return _mm256_set1_ps(f); }
-TARGET static inline vf vf_load_scales(const uint16_t *p, int n)
-{
-    return n == 8 ? vf_load_bf16(p) : bf16_load_part(p, 0, n);
-}
-/* kept in memory: a broadcast from there is a load, no shuffle */
-typedef struct {
-    float f[8];
-} block_scales;
-TARGET static inline block_scales block_scales_of(vf v)
-{
-    block_scales t;
-    _mm256_storeu_ps(t.f, v);
-    return t;
-}
-TARGET static inline vf vf_block_scales(const block_scales *t, int s)
-{
-    return _mm256_broadcast_ss(&t->f[s]);
-}
 TARGET static inline vf vf_widen_int8(const int8_t *p, int n)
 {
     int8_t tmp[8] = {0};
