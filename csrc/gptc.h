@@ -271,7 +271,8 @@ void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, s
  * call, which in a decode step (one query row) took more time than the
  * scores themselves. The result is the same, bit for bit.
  * gptc_key_blocks_floats is the size of such a cache of C = NH * HS
- * features, zeros before the first store. */
+ * features. Its positions not yet stored may hold anything (stale keys
+ * after a window slides, or NaN): the kernel masks their scores. */
 typedef enum { GPTC_KEYS_AS_ROWS = 0, GPTC_KEYS_IN_BLOCKS = 1 } gptc_key_layout;
 size_t gptc_attention_cached_scratch_floats(int HS, int nthreads);
 void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,

@@ -187,8 +187,8 @@ gptc_decoder *gptc_decoder_new(const gptc_model_params *m, int B, int capacity)
     const size_t k_stride = gptc_key_blocks_floats(B, capacity, C);
     const size_t v_stride = (size_t)B * capacity * C;
     const size_t cache = (k_stride + v_stride) * m->n_layers;
-    /* zeros: the kernel reads whole key blocks, the positions not yet
-     * stored included (it masks their scores) */
+    /* zeroed although the kernel masks the positions not yet stored of
+     * the key blocks it reads whole: no read of memory never written */
     float *k = calloc(cache > 0 ? cache : 1, sizeof(float));
     d->caches = (layer_caches){k, k + k_stride * m->n_layers, k_stride, v_stride, capacity};
     if (d->work == NULL || k == NULL) {
