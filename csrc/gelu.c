@@ -10,14 +10,22 @@
  */
 #include "gptc.h"
 #include "internal.h"
+#include "kernels.h"
+
+/* The elementwise loops run in pieces of GELU_PIECE floats, each piece one
+ * call of the kernel set's vectorised loop (csrc/arch/gelu_simd.h), the
+ * pieces split among the threads. */
+#define GELU_PIECE 4096
 
 void gptc_gelu_forward(float *out, const float *x, size_t n)
 {
-    long long len = (long long)n;
+    const gptc_gelu_fn gelu = gptc_active_kernels()->gelu;
+    const long long pieces = (long long)((n + GELU_PIECE - 1) / GELU_PIECE);
 #pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
-    if (len >= GPTC_PARALLEL_MIN_WORK)
-    for (long long i = 0; i < len; i++) {
-        out[i] = gptc_gelu_scalar(x[i]);
+    if (n >= GPTC_PARALLEL_MIN_WORK)
+    for (long long p = 0; p < pieces; p++) {
+        const size_t i = (size_t)p * GELU_PIECE;
+        gelu(out + i, x + i, n - i < GELU_PIECE ? n - i : GELU_PIECE);
     }
 }
 
@@ -35,20 +43,18 @@ void gptc_relu_forward(float *out, const float *x, size_t n)
  *   du/dx = sqrt(2/pi) * (1 + 3 * 0.044715 x^2),
  * using tanh' = 1 - tanh^2. In terms of s = sigmoid(2u) = 0.5 (1 + t),
  * 1 - t^2 = 4 s (1 - s), so the gradient is s + 2 x s (1 - s) du/dx: one
- * exponential per element, as in the forward.
+ * exponential per element, as in the forward (gptc_gelu_grad_scalar,
+ * internal.h).
  */
 void gptc_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
-    long long len = (long long)n;
+    const gptc_gelu_backward_fn gelu_backward = gptc_active_kernels()->gelu_backward;
+    const long long pieces = (long long)((n + GELU_PIECE - 1) / GELU_PIECE);
 #pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
-    if (len >= GPTC_PARALLEL_MIN_WORK)
-    for (long long i = 0; i < len; i++) {
-        float x = inp[i];
-        float u = GPTC_GELU_SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
-        float s = 1.0f / (1.0f + gptc_exp(-2.0f * u));
-        float du = GPTC_GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
-        float grad = s + 2.0f * x * s * (1.0f - s) * du;
-        dinp[i] += grad * dout[i];
+    if (n >= GPTC_PARALLEL_MIN_WORK)
+    for (long long p = 0; p < pieces; p++) {
+        const size_t i = (size_t)p * GELU_PIECE;
+        gelu_backward(dinp + i, inp + i, dout + i, n - i < GELU_PIECE ? n - i : GELU_PIECE);
     }
 }
 

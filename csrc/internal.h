@@ -102,6 +102,16 @@ static inline __attribute__((always_inline)) float gptc_gelu_scalar(float v)
     return v / (1.0f + gptc_exp(-2.0f * u));
 }
 
+/* d gelu(x) / dx, in terms of s = 1 / (1 + e^(-2u)) (gelu.c derives it):
+ *   s + 2 x s (1 - s) du/dx,   du/dx = sqrt(2 / pi) (1 + 3 * 0.044715 x^2) */
+static inline __attribute__((always_inline)) float gptc_gelu_grad_scalar(float x)
+{
+    float u = GPTC_GELU_SQRT_2_OVER_PI * (x + 0.044715f * x * x * x);
+    float s = 1.0f / (1.0f + gptc_exp(-2.0f * u));
+    float du = GPTC_GELU_SQRT_2_OVER_PI * (1.0f + 3.0f * 0.044715f * x * x);
+    return s + 2.0f * x * s * (1.0f - s) * du;
+}
+
 /* matmul.c: C[M, N] (= or += when accumulate) A . B, where element (i, p)
  * of A is a[i * a_rs + p * a_cs] and element (p, j) of B is
  * b[p * b_rs + j * b_cs]: any transposition is a choice of strides. It runs

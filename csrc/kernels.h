@@ -3,9 +3,11 @@
  * per instruction set, behind one table of function pointers.
  *
  * Everything that depends on the CPU's vector instructions is a kernel
- * here; everything else (blocking, threading, bias and GELU epilogues,
- * which product takes which path) is written once, in matmul.c and
- * attention.c, and calls the kernels of the selected table. Each
+ * here (GELU too: the activation layer and the epilogue of a feed-forward
+ * product call the table's loop, vectorised at its width); everything else
+ * (blocking, threading, the bias epilogue, which product takes which path)
+ * is written once, in matmul.c, attention.c and gelu.c, and calls the
+ * kernels of the selected table. Each
  * instruction set has a file of its own in csrc/arch/:
  *
  *   generic.c      portable C (any CPU; SSE2 vectors on x86-64, whatever
@@ -133,6 +135,16 @@ typedef void (*gptc_flash_task_fn)(const gptc_flash_problem *pb, int b, int h, i
                                    int nrows, float *scratch);
 
 /* ------------------------------------------------------------------------
+ * GELU over a run of n floats (csrc/arch/gelu_simd.h): the activation layer
+ * and the epilogue of a feed-forward product.
+ * ---------------------------------------------------------------------- */
+/* out[i] = gelu(x[i]); out may be x. */
+typedef void (*gptc_gelu_fn)(float *out, const float *x, size_t n);
+/* dinp[i] += gelu'(inp[i]) * dout[i]. */
+typedef void (*gptc_gelu_backward_fn)(float *dinp, const float *inp, const float *dout,
+                                      size_t n);
+
+/* ------------------------------------------------------------------------
  * The table.
  * ---------------------------------------------------------------------- */
 typedef struct gptc_kernels {
@@ -150,6 +162,8 @@ typedef struct gptc_kernels {
      * timed equal on GPT-2's four weight shapes, M = 4 .. 64, one thread. */
     int packed_min_rows;
     gptc_flash_task_fn flash_task;
+    gptc_gelu_fn gelu;
+    gptc_gelu_backward_fn gelu_backward;
     /* A register-only loop of independent multiply-adds for `iterations`
      * rounds: the machine's arithmetic peak on one thread. Returns a value
      * of the sums so the work cannot be optimised away; does

@@ -168,9 +168,7 @@ static void apply_epilogue(const gemm_problem *g, int i0, int i1, int j0, int j1
         if (g->ep.bias != NULL) {
             for (int j = j0; j < j1; j++) row[j] += g->ep.bias[j];
         }
-        if (g->ep.gelu) {
-            for (int j = j0; j < j1; j++) row[j] = gptc_gelu_scalar(row[j]);
-        }
+        if (g->ep.gelu) g->kern->gelu(row + j0, row + j0, (size_t)(j1 - j0));
     }
 }
 
@@ -369,7 +367,8 @@ static int rows_chunk(int N, int nthreads)
  * 2026-12-02; 2 per thread was no better). Each output is computed as it
  * would be alone. Each chunk is finished (GELU included) by the thread
  * that computed it. */
-static void rows_in_chunks(const rows_product *p, int count, int M, int K)
+static void rows_in_chunks(const rows_product *p, int count, int M, int K,
+                           const gptc_kernels *kern)
 {
     const int nthreads = gptc_get_num_threads();
     int first[ROWS_MAX_PRODUCTS + 1] = {0};   /* product i's chunks: first[i] .. first[i + 1] - 1 */
@@ -395,8 +394,8 @@ static void rows_in_chunks(const rows_product *p, int count, int M, int K)
         }
         if (q->gelu) {
             for (int m = 0; m < M; m++) {
-                float *o = q->out + (size_t)m * q->N;
-                for (int j = n0; j < n1; j++) o[j] = gptc_gelu_scalar(o[j]);
+                float *o = q->out + (size_t)m * q->N + n0;
+                kern->gelu(o, o, (size_t)(n1 - n0));
             }
         }
     }
@@ -450,7 +449,7 @@ static void linear_rows_int8(const gptc_linear_part *parts, int count, const flo
                     .gelu = part_gelu(part) && last,
                 };
             }
-            rows_in_chunks(p, n, rows, len);
+            rows_in_chunks(p, n, rows, len, kern);
         }
     }
 }
@@ -480,7 +479,7 @@ static void linear_rows(const gptc_linear_part *parts, int count, const float *x
             .gelu = part_gelu(part),
         };
     }
-    if (n > 0) rows_in_chunks(p, n, M, K);
+    if (n > 0) rows_in_chunks(p, n, M, K, kern);
     if (int8) linear_rows_int8(parts, count, x, M, K, kern);
 }
 

@@ -393,6 +393,10 @@ TARGET_DOTPROD static void rows_int8_dotprod(float *out, gptc_int8_rows x, gptc_
 #define ATT_TARGET
 #include "flash_attention.h"
 
+/* ---- GELU, as wide as the vectors ---- */
+#define GELU_TARGET
+#include "gelu_simd.h"
+
 /* ---- the arithmetic peak: 16 chains of 4-float FMAs, enough to cover a
  * 4-cycle FMA latency on four FMA pipes (Apple's and Neoverse V cores) ---- */
 #define FMA_CHAINS 16
@@ -428,6 +432,8 @@ static float fma_loop(long iterations)
     .rows_bf16 = rows_bf16,                          \
     .packed_min_rows = 16,                           \
     .flash_task = att_flash_task,                    \
+    .gelu = gelu_kernel,                             \
+    .gelu_backward = gelu_backward_kernel,           \
     .fma_loop = fma_loop,                            \
     .fma_flops_per_iteration = FMA_CHAINS * 4 * 2
 

@@ -204,6 +204,10 @@ static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const floa
 #define ATT_TARGET
 #include "flash_attention.h"
 
+/* ---- GELU, as wide as the vectors ---- */
+#define GELU_TARGET
+#include "gelu_simd.h"
+
 /* ---- the arithmetic peak: 8 chains of 4-float multiply-adds ---- */
 typedef float vec4 __attribute__((vector_size(4 * sizeof(float))));
 
@@ -236,6 +240,8 @@ const gptc_kernels gptc_kernels_generic = {
     .rows_int8 = rows_int8,
     .packed_min_rows = 8,
     .flash_task = att_flash_task,
+    .gelu = gelu_kernel,
+    .gelu_backward = gelu_backward_kernel,
     .fma_loop = fma_loop,
     .fma_flops_per_iteration = 8 * 4 * 2,
 };

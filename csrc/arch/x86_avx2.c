@@ -249,6 +249,10 @@ TARGET static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int r
 #define ATT_TARGET TARGET
 #include "flash_attention.h"
 
+/* ---- GELU, as wide as the vectors ---- */
+#define GELU_TARGET TARGET
+#include "gelu_simd.h"
+
 /* ---- the arithmetic peak: 12 chains of 8-float FMAs, enough to cover
  * the FMA latency (4 cycles) on two FMA ports ---- */
 TARGET static float fma_loop(long iterations)
@@ -278,6 +282,8 @@ TARGET static float fma_loop(long iterations)
     .rows_bf16 = rows_bf16,                          \
     .packed_min_rows = 16,                           \
     .flash_task = att_flash_task,                    \
+    .gelu = gelu_kernel,                             \
+    .gelu_backward = gelu_backward_kernel,           \
     .fma_loop = fma_loop,                            \
     .fma_flops_per_iteration = 12 * 8 * 2
 

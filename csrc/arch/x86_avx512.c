@@ -174,6 +174,10 @@ TARGET static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int r
 #define ATT_TARGET TARGET
 #include "flash_attention.h"
 
+/* ---- GELU, as wide as the vectors ---- */
+#define GELU_TARGET TARGET
+#include "gelu_simd.h"
+
 /* ---- the arithmetic peak: 16 chains of 16-float FMAs ---- */
 TARGET static float fma_loop(long iterations)
 {
@@ -202,6 +206,8 @@ TARGET static float fma_loop(long iterations)
     .rows_bf16 = rows_bf16,                          \
     .packed_min_rows = 20,                           \
     .flash_task = att_flash_task,                    \
+    .gelu = gelu_kernel,                             \
+    .gelu_backward = gelu_backward_kernel,           \
     .fma_loop = fma_loop,                            \
     .fma_flops_per_iteration = 16 * 16 * 2
 

@@ -207,7 +207,8 @@ static double check_table(const gptc_kernels *t, const char *name)
     }
     if (t->tile == NULL || t->pack_f32 == NULL || t->pack_bf16 == NULL ||
         t->pack_int8 == NULL || t->rows_f32 == NULL || t->rows_bf16 == NULL ||
-        t->rows_int8 == NULL || t->flash_task == NULL ||
+        t->rows_int8 == NULL || t->flash_task == NULL || t->gelu == NULL ||
+        t->gelu_backward == NULL ||
         t->fma_loop == NULL || t->fma_flops_per_iteration <= 0) {
         err = broken("table", "a kernel is missing", 0, 0, 0);
     }
@@ -1084,6 +1085,73 @@ static double check_fma_loop(const gptc_kernels *t)
     return fabs((double)got - lanes) / lanes;
 }
 
+/* ------------------------------------------------------------------------
+ * GELU over a run (gelu and gelu_backward), against the tanh form in double
+ * precision: runs of 1 .. 40 floats (every tail of every vector width),
+ * and longer ones, ending at guard pages; x in [-8, 8] and values where
+ * e^(-2u) overflows. Each value is compared on its own scale, since the
+ * negative side is tiny. Also: in place equals out of place, and a value
+ * is the same wherever in a run it lies (as one-element run).
+ * ---------------------------------------------------------------------- */
+/* The reference in double, through s = (1 + tanh(u)) / 2 = 1 / (1 + e^(-2u)):
+ * the tanh form loses the negative side to cancellation (1 + tanh(u) for
+ * u < -15 is below double's rounding of 1). */
+static double gelu_sigmoid(double v)
+{
+    return 1.0 / (1.0 + exp(-2.0 * 0.7978845608028654 * (v + 0.044715 * v * v * v)));
+}
+
+static double gelu_run_ref(double v) { return v * gelu_sigmoid(v); }
+
+/* d/dx of 0.5 x (1 + tanh(u)) = 0.5 (1 + t) + 0.5 x (1 - t^2) u', with
+ * 1 + t = 2 s and 1 - t^2 = 4 s (1 - s) */
+static double gelu_grad_ref(double v)
+{
+    const double s = gelu_sigmoid(v);
+    const double du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * v * v);
+    return s + 2.0 * v * s * (1.0 - s) * du;
+}
+
+static double check_gelu(const gptc_kernels *t)
+{
+    static const size_t longer[] = {255, 1000, 4099};
+    double worst = 0.0;
+    for (int c = 0; c < 43; c++) {
+        const size_t n = c < 40 ? (size_t)c + 1 : longer[c - 40];
+        const int mark = nmappings;
+        float *x = guarded_floats(n), *out = guarded_floats(n), *again = guarded_floats(n);
+        float *dout = guarded_floats(n), *dinp = guarded_floats(n);
+        double *ref = malloc(n * sizeof(double));
+        for (size_t i = 0; i < n; i++) x[i] = 8.0f * uniform();
+        x[0] = n > 1 ? -30.0f : x[0];   /* e^(-2u) is +inf: the result is -0 */
+        if (n > 2) x[n - 1] = 30.0f;
+        fill(dout, n);
+        fill(dinp, n);
+        t->gelu(out, x, n);
+        for (size_t i = 0; i < n; i++) {
+            const double r = gelu_run_ref(x[i]);
+            const double scale = fabs(r) > 1e-20 ? fabs(r) : 1e-20;
+            worst = worse(worst, fabs((double)out[i] - r) / scale);
+            float alone;
+            t->gelu(&alone, x + i, 1);
+            if (memcmp(&alone, &out[i], sizeof(float)) != 0) {
+                worst = broken("gelu", "a value differs computed alone", (int)n, (int)i, 0);
+            }
+        }
+        memcpy(again, x, n * sizeof(float));
+        t->gelu(again, again, n);
+        if (memcmp(again, out, n * sizeof(float)) != 0) {
+            worst = broken("gelu", "in place differs from out of place", (int)n, 0, 0);
+        }
+        for (size_t i = 0; i < n; i++) ref[i] = dinp[i] + gelu_grad_ref(x[i]) * dout[i];
+        t->gelu_backward(dinp, x, dout, n);
+        worst = worse(worst, rel_err(dinp, ref, n));
+        free(ref);
+        release_since(mark);
+    }
+    return worst;
+}
+
 /* ------------------------------------------------------------------------ */
 static void check_kernel_set(const char *isa)
 {
@@ -1118,6 +1186,7 @@ static void check_kernel_set(const char *isa)
     RUN("attention_decode", check_decode(), TOL_EXACT);
     /* the loop converges to within float rounding of 1, amplified by 1000 */
     RUN("fma_loop", check_fma_loop(t), 1e-3);
+    RUN("gelu", check_gelu(t), TOL_SUM);
 #undef RUN
 }
 
