@@ -3,10 +3,10 @@
  * per instruction set, behind one table of function pointers.
  *
  * Everything that depends on the CPU's vector instructions is a kernel
- * here (GELU too: the activation layer and the epilogue of a feed-forward
- * product call the table's loop, vectorised at its width); everything else
+ * here (GELU and cross-entropy's exponentials too: their loops are
+ * vectorised at the table's width); everything else
  * (blocking, threading, the bias epilogue, which product takes which path)
- * is written once, in matmul.c, attention.c and gelu.c, and calls the
+ * is written once, in matmul.c, attention.c, gelu.c and loss.c, and calls the
  * kernels of the selected table. Each
  * instruction set has a file of its own in csrc/arch/:
  *
@@ -145,6 +145,15 @@ typedef void (*gptc_gelu_backward_fn)(float *dinp, const float *inp, const float
                                       size_t n);
 
 /* ------------------------------------------------------------------------
+ * Cross-entropy over a row of V >= 1 logits (csrc/arch/loss_simd.h).
+ * ---------------------------------------------------------------------- */
+/* *maxval = max_j l[j], *log_sum = log(sum_j e^(l[j] - max)). */
+typedef void (*gptc_logsumexp_fn)(const float *l, int V, float *maxval, double *log_sum);
+/* dl[j] += scale * e^(l[j] - shift). */
+typedef void (*gptc_softmax_add_fn)(float *dl, const float *l, int V, double shift,
+                                    float scale);
+
+/* ------------------------------------------------------------------------
  * The table.
  * ---------------------------------------------------------------------- */
 typedef struct gptc_kernels {
@@ -164,6 +173,8 @@ typedef struct gptc_kernels {
     gptc_flash_task_fn flash_task;
     gptc_gelu_fn gelu;
     gptc_gelu_backward_fn gelu_backward;
+    gptc_logsumexp_fn row_logsumexp;
+    gptc_softmax_add_fn softmax_add;
     /* A register-only loop of independent multiply-adds for `iterations`
      * rounds: the machine's arithmetic peak on one thread. Returns a value
      * of the sums so the work cannot be optimised away; does

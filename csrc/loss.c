@@ -6,34 +6,20 @@
  *   loss = -log softmax(l)_t = logsumexp(l) - l_t,
  * computed with the row maximum subtracted (no overflow for large logits)
  * and the sum of exponentials in double, since a GPT-2 row has 50257
- * terms. Its gradient is the softmax minus the one-hot target: the
+ * terms. The passes over a row are kernels of the selected set
+ * (csrc/arch/loss_simd.h), vectorised at its width. Its gradient is the softmax minus the one-hot target: the
  * probability mass the model put anywhere but on the right token.
  */
 #include "gptc.h"
 #include "internal.h"
+#include "kernels.h"
 
 #include <math.h>
-
-/* max and log(sum exp(l - max)) of one row, in double */
-static void row_logsumexp(const float *l, int V, float *maxval, double *log_sum)
-{
-    float m = -INFINITY;
-    for (int j = 0; j < V; j++) {
-        if (l[j] > m) {
-            m = l[j];
-        }
-    }
-    double sum = 0.0;
-    for (int j = 0; j < V; j++) {
-        sum += exp((double)l[j] - m);
-    }
-    *maxval = m;
-    *log_sum = log(sum);
-}
 
 void gptc_crossentropy_forward(float *losses, const float *logits, const int64_t *targets,
                                size_t N, int V)
 {
+    const gptc_logsumexp_fn row_logsumexp = gptc_active_kernels()->row_logsumexp;
     long long rows = (long long)N;
 #pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
     if (rows * V >= GPTC_PARALLEL_MIN_WORK)
@@ -49,6 +35,7 @@ void gptc_crossentropy_forward(float *losses, const float *logits, const int64_t
 void gptc_crossentropy_backward(float *dlogits, const float *dlosses, const float *logits,
                                 const int64_t *targets, size_t N, int V)
 {
+    const gptc_kernels *kern = gptc_active_kernels();
     long long rows = (long long)N;
 #pragma omp parallel for schedule(static) num_threads(gptc_get_num_threads()) \
     if (rows * V >= GPTC_PARALLEL_MIN_WORK)
@@ -57,17 +44,15 @@ void gptc_crossentropy_backward(float *dlogits, const float *dlosses, const floa
         float *dl = dlogits + (size_t)i * V;
         float m;
         double log_sum;
-        row_logsumexp(l, V, &m, &log_sum);
-        double shift = (double)m + log_sum;   /* softmax_j = exp(l_j - shift) */
-        double dloss = dlosses[i];
-        int64_t t = targets[i];
-        for (int j = 0; j < V; j++) {
-            double grad = exp((double)l[j] - shift);
-            if (j == t) {
-                grad -= 1.0;   /* in double: p_t - 1 loses nothing when p_t is near 1 */
-            }
-            dl[j] += (float)(dloss * grad);
-        }
+        kern->row_logsumexp(l, V, &m, &log_sum);
+        const double shift = (double)m + log_sum;   /* softmax_j = e^(l_j - shift) */
+        const int64_t t = targets[i];
+        const float before = dl[t];
+        kern->softmax_add(dl, l, V, shift, dlosses[i]);
+        /* the target's term again, as p_t - 1 in double: it loses nothing
+         * when p_t is near 1, where dl[t] + dloss p_t - dloss would */
+        const double p_t = (double)gptc_exp((float)((double)l[t] - shift));
+        dl[t] = before + (float)((double)dlosses[i] * (p_t - 1.0));
     }
 }
 

@@ -397,6 +397,10 @@ TARGET_DOTPROD static void rows_int8_dotprod(float *out, gptc_int8_rows x, gptc_
 #define GELU_TARGET
 #include "gelu_simd.h"
 
+/* ---- cross-entropy's passes over a row ---- */
+#define LOSS_TARGET
+#include "loss_simd.h"
+
 /* ---- the arithmetic peak: 16 chains of 4-float FMAs, enough to cover a
  * 4-cycle FMA latency on four FMA pipes (Apple's and Neoverse V cores) ---- */
 #define FMA_CHAINS 16
@@ -434,6 +438,8 @@ static float fma_loop(long iterations)
     .flash_task = att_flash_task,                    \
     .gelu = gelu_kernel,                             \
     .gelu_backward = gelu_backward_kernel,           \
+    .row_logsumexp = row_logsumexp_kernel,           \
+    .softmax_add = softmax_add_kernel,               \
     .fma_loop = fma_loop,                            \
     .fma_flops_per_iteration = FMA_CHAINS * 4 * 2
 

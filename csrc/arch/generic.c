@@ -208,6 +208,10 @@ static void rows_int8(float *out, gptc_int8_rows x, gptc_int8_rows w, const floa
 #define GELU_TARGET
 #include "gelu_simd.h"
 
+/* ---- cross-entropy's passes over a row ---- */
+#define LOSS_TARGET
+#include "loss_simd.h"
+
 /* ---- the arithmetic peak: 8 chains of 4-float multiply-adds ---- */
 typedef float vec4 __attribute__((vector_size(4 * sizeof(float))));
 
@@ -242,6 +246,8 @@ const gptc_kernels gptc_kernels_generic = {
     .flash_task = att_flash_task,
     .gelu = gelu_kernel,
     .gelu_backward = gelu_backward_kernel,
+    .row_logsumexp = row_logsumexp_kernel,
+    .softmax_add = softmax_add_kernel,
     .fma_loop = fma_loop,
     .fma_flops_per_iteration = 8 * 4 * 2,
 };

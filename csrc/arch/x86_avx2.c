@@ -253,6 +253,10 @@ TARGET static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int r
 #define GELU_TARGET TARGET
 #include "gelu_simd.h"
 
+/* ---- cross-entropy's passes over a row ---- */
+#define LOSS_TARGET TARGET
+#include "loss_simd.h"
+
 /* ---- the arithmetic peak: 12 chains of 8-float FMAs, enough to cover
  * the FMA latency (4 cycles) on two FMA ports ---- */
 TARGET static float fma_loop(long iterations)
@@ -284,6 +288,8 @@ TARGET static float fma_loop(long iterations)
     .flash_task = att_flash_task,                    \
     .gelu = gelu_kernel,                             \
     .gelu_backward = gelu_backward_kernel,           \
+    .row_logsumexp = row_logsumexp_kernel,           \
+    .softmax_add = softmax_add_kernel,               \
     .fma_loop = fma_loop,                            \
     .fma_flops_per_iteration = 12 * 8 * 2
 

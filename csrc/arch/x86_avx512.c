@@ -178,6 +178,10 @@ TARGET static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int r
 #define GELU_TARGET TARGET
 #include "gelu_simd.h"
 
+/* ---- cross-entropy's passes over a row ---- */
+#define LOSS_TARGET TARGET
+#include "loss_simd.h"
+
 /* ---- the arithmetic peak: 16 chains of 16-float FMAs ---- */
 TARGET static float fma_loop(long iterations)
 {
@@ -208,6 +212,8 @@ TARGET static float fma_loop(long iterations)
     .flash_task = att_flash_task,                    \
     .gelu = gelu_kernel,                             \
     .gelu_backward = gelu_backward_kernel,           \
+    .row_logsumexp = row_logsumexp_kernel,           \
+    .softmax_add = softmax_add_kernel,               \
     .fma_loop = fma_loop,                            \
     .fma_flops_per_iteration = 16 * 16 * 2
 

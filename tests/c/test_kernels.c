@@ -208,7 +208,7 @@ static double check_table(const gptc_kernels *t, const char *name)
     if (t->tile == NULL || t->pack_f32 == NULL || t->pack_bf16 == NULL ||
         t->pack_int8 == NULL || t->rows_f32 == NULL || t->rows_bf16 == NULL ||
         t->rows_int8 == NULL || t->flash_task == NULL || t->gelu == NULL ||
-        t->gelu_backward == NULL ||
+        t->gelu_backward == NULL || t->row_logsumexp == NULL || t->softmax_add == NULL ||
         t->fma_loop == NULL || t->fma_flops_per_iteration <= 0) {
         err = broken("table", "a kernel is missing", 0, 0, 0);
     }
@@ -1152,6 +1152,45 @@ static double check_gelu(const gptc_kernels *t)
     return worst;
 }
 
+/* ------------------------------------------------------------------------
+ * Cross-entropy's passes over a row (row_logsumexp, softmax_add) against
+ * double precision: rows of 1 .. 40 logits (every tail of every vector
+ * width) and longer ones up to GPT-2's 50257, ending at guard pages,
+ * logits spread over +-30 around an offset of 100 (the maximum must be
+ * subtracted). The maximum must be exact.
+ * ---------------------------------------------------------------------- */
+static double check_loss_rows(const gptc_kernels *t)
+{
+    static const int longer[] = {255, 1000, 50257};
+    double worst = 0.0;
+    for (int c = 0; c < 43; c++) {
+        const int V = c < 40 ? c + 1 : longer[c - 40];
+        const int mark = nmappings;
+        float *l = guarded_floats((size_t)V), *dl = guarded_floats((size_t)V);
+        double *ref = malloc((size_t)V * sizeof(double));
+        float m_ref = -INFINITY;
+        for (int j = 0; j < V; j++) {
+            l[j] = 100.0f + 30.0f * uniform();
+            m_ref = l[j] > m_ref ? l[j] : m_ref;
+        }
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += exp((double)l[j] - m_ref);
+        float m;
+        double log_sum;
+        t->row_logsumexp(l, V, &m, &log_sum);
+        if (m != m_ref) worst = broken("row_logsumexp", "the maximum is not exact", V, 0, 0);
+        worst = worse(worst, fabs(log_sum - log(sum)) / fmax(1.0, fabs(log(sum))));
+        const double shift = m_ref + log(sum);
+        fill(dl, (size_t)V);
+        for (int j = 0; j < V; j++) ref[j] = dl[j] + 0.5 * exp((double)l[j] - shift);
+        t->softmax_add(dl, l, V, shift, 0.5f);
+        worst = worse(worst, rel_err(dl, ref, (size_t)V));
+        free(ref);
+        release_since(mark);
+    }
+    return worst;
+}
+
 /* ------------------------------------------------------------------------ */
 static void check_kernel_set(const char *isa)
 {
@@ -1187,6 +1226,7 @@ static void check_kernel_set(const char *isa)
     /* the loop converges to within float rounding of 1, amplified by 1000 */
     RUN("fma_loop", check_fma_loop(t), 1e-3);
     RUN("gelu", check_gelu(t), TOL_SUM);
+    RUN("loss_rows", check_loss_rows(t), TOL_SUM);
 #undef RUN
 }
 
