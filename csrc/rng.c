@@ -86,6 +86,14 @@ void gptc_generator_seed(gptc_generator *g, uint64_t seed)
     g->next_float_normal = 0.0f;
 }
 
+static inline uint32_t mt_temper(uint32_t y)
+{
+    y ^= y >> 11;
+    y ^= (y << 7) & 0x9d2c5680u;
+    y ^= (y << 15) & 0xefc60000u;
+    return y ^ (y >> 18);
+}
+
 uint32_t gptc_random_u32(gptc_generator *g)
 {
     /* The counter is decremented before the draw, so a freshly seeded
@@ -98,13 +106,34 @@ uint32_t gptc_random_u32(gptc_generator *g)
      * that PyTorch itself produces never reach this branch. */
     if (g->next >= GPTC_MT_N)
         mt_regenerate(g);
-    uint32_t y = g->state[g->next++];
-    /* Tempering. */
-    y ^= y >> 11;
-    y ^= (y << 7) & 0x9d2c5680u;
-    y ^= (y << 15) & 0xefc60000u;
-    y ^= y >> 18;
-    return y;
+    return mt_temper(g->state[g->next++]);
+}
+
+/* n consecutive draws of gptc_random_u32, the same words in the same order,
+ * for the samplers that need one or two words per element: between twists
+ * the words come straight from the state array in a loop the compiler
+ * vectorises; the draw at a twist (or from a state set_state left
+ * inconsistent) goes through gptc_random_u32, which handles both. */
+static void mt_draw_words(gptc_generator *g, uint32_t *out, size_t n)
+{
+    while (n > 0) {
+        if (g->left <= 1 || g->next >= GPTC_MT_N) {
+            *out++ = gptc_random_u32(g);
+            n--;
+            continue;
+        }
+        /* Each of these draws leaves left >= 1 (no twist) and reads below N. */
+        size_t run = (size_t)(g->left - 1);
+        if (run > (size_t)(GPTC_MT_N - g->next)) run = (size_t)(GPTC_MT_N - g->next);
+        if (run > n) run = n;
+        const uint32_t *words = g->state + g->next;
+        for (size_t i = 0; i < run; i++)
+            out[i] = mt_temper(words[i]);
+        g->left -= (int32_t)run;
+        g->next += (int32_t)run;
+        out += run;
+        n -= run;
+    }
 }
 
 uint64_t gptc_random_u64(gptc_generator *g)
@@ -333,11 +362,31 @@ void gptc_normal_f32(gptc_generator *g, float *out, size_t n, double mean, doubl
 
 void gptc_bernoulli_f32(gptc_generator *g, float *out, size_t n, double p)
 {
-    /* One 53-bit uniform double per element; success when it is below p.
+    /* One 53-bit uniform double per element, u = x * 2^-53 for the integer x
+     * made of two draws (the first the high half); success when u < p.
      * (On Intel CPUs PyTorch hands this op to MKL with a different stream,
-     * which is not reproduced here.) */
-    for (size_t i = 0; i < n; i++)
-        out[i] = (uniform01_f64(g) < p) ? 1.0f : 0.0f;
+     * which is not reproduced here.)
+     *
+     * u < p is decided on the integer: p * 2^53 is exact in double, and an
+     * integer x is below a real t exactly when it is below ceil(t), so the
+     * test is x < threshold with threshold = ceil(p * 2^53), clamped to
+     * [0, 2^53] (p >= 1 always succeeds, p <= 0 or NaN never). Every
+     * element still takes its two draws, as PyTorch's do. */
+    const double two53 = 9007199254740992.0;
+    const uint64_t threshold = !(p > 0.0) ? 0u
+                             : p >= 1.0 ? (uint64_t)two53
+                             : (uint64_t)ceil(p * two53);
+    uint32_t words[512];
+    while (n > 0) {
+        size_t len = n < 256 ? n : 256;
+        mt_draw_words(g, words, 2 * len);
+        for (size_t i = 0; i < len; i++) {
+            uint64_t x = ((uint64_t)(words[2 * i] & 0x1fffffu) << 32) | words[2 * i + 1];
+            out[i] = x < threshold ? 1.0f : 0.0f;
+        }
+        out += len;
+        n -= len;
+    }
 }
 
 /* ---------------------------------------------------------------------

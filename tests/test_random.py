@@ -387,3 +387,85 @@ def test_randperm_rejects_bad_n():
         gptc.randperm(3.0)
     with pytest.raises(TypeError, match="generator must be a gptc.Generator"):
         gptc.randperm(3, generator=object())
+
+
+@pytest.mark.skipif(is_intel_cpu(),
+                    reason="on Intel CPUs PyTorch's bernoulli_ takes its MKL path, a different "
+                           "random stream that gptc does not reproduce")
+def test_bernoulli_threshold_and_block_boundaries_match_torch():
+    """bernoulli_ decides u < p on the 53-bit integer behind u (csrc/rng.c): for
+    probabilities on and next to the 2^-53 grid, tiny and next to 1, and for
+    lengths that end on, before and after a twist of the 624-word state, from a
+    fresh seed and from the middle of a block, the draws equal torch's and both
+    generators end in the same state."""
+    torch = _torch()
+    grid = 2.0 ** -53
+    probabilities = [0.1, 1 / 3, 0.5, 0.9, 1 - grid, 1 - 2 * grid, 0.5 + grid, 0.5 - grid / 2,
+                     grid, 3 * grid, 1e-300, 0.75 + 0.5 * grid]
+    draws = 0
+    for seed in (0, 123):
+        tg = torch.Generator().manual_seed(seed)
+        g = gptc.Generator().manual_seed(seed)
+        for n in (1, 311, 312, 313, 623, 624, 625, 5000):
+            for p in probabilities:
+                expected = torch.empty(n).bernoulli_(p, generator=tg).numpy()
+                got = np.empty(n, np.float32)
+                gptc._C.bernoulli_(got, p, g)
+                assert np.array_equal(expected, got), f"bernoulli_({p!r}) of {n}, seed {seed}"
+                assert g.get_state().tobytes() == tg.get_state().numpy().tobytes()
+                draws += n
+    print(f"bernoulli_: {draws} draws equal to torch's")
+
+
+def _temper(y):
+    y ^= y >> 11
+    y ^= (y << 7) & 0x9d2c5680
+    y ^= (y << 15) & 0xefc60000
+    return (y ^ (y >> 18)) & 0xffffffff
+
+
+def _untemper(y):
+    """The state word that _temper turns into y (each step of it inverted)."""
+    y ^= y >> 18
+    y ^= (y << 15) & 0xefc60000
+    t = y
+    for _ in range(5):
+        t = y ^ ((t << 7) & 0x9d2c5680)
+    t &= 0xffffffff
+    y = t
+    for _ in range(3):
+        t = y ^ (t >> 11)
+    return t
+
+
+def test_bernoulli_decides_exactly_at_the_threshold():
+    """Draws placed on, below and above each probability's threshold (a state
+    whose next words temper into chosen 53-bit integers x): bernoulli_ succeeds
+    exactly where the double x * 2^-53 is below p, as PyTorch's comparison does."""
+    grid = 2.0 ** -53
+    probabilities = [0.1, 1 / 3, 0.5, 0.9, 1 - grid, 0.5 + grid, grid, 3 * grid, 1e-300,
+                     1.0, 0.0]
+    xs = []
+    for p in probabilities:
+        edge = int(p / grid)              # p * 2^53 is exact, so is its floor
+        xs += [min(max(x, 0), (1 << 53) - 1) for x in (edge - 1, edge, edge + 1)]
+    xs += [(1 << 53) - 1, 0]
+    words = []
+    for x in xs:
+        hi = (x >> 32) | (0xffe00000 if len(words) % 4 else 0)   # bits above 53 are ignored
+        words += [hi, x & 0xffffffff]
+    assert all(_temper(_untemper(w)) == w for w in words)
+    state = bytearray(gptc.Generator().manual_seed(1).get_state().tobytes())
+    state[8:12] = (624).to_bytes(4, "little")          # left: no twist before word 623
+    state[16:24] = (1).to_bytes(8, "little")           # next
+    for i, w in enumerate(words):
+        state[24 + 8 * (1 + i):32 + 8 * (1 + i)] = _untemper(w).to_bytes(8, "little")
+    for p in probabilities:
+        g = gptc.Generator()
+        g.set_state(np.frombuffer(bytes(state), np.uint8))
+        got = np.empty(len(xs), np.float32)
+        gptc._C.bernoulli_(got, p, g)
+        expected = np.array([float(x) * grid < p for x in xs], np.float32)
+        assert np.array_equal(got, expected), f"p = {p!r}"
+    print(f"bernoulli_: {len(xs)} chosen draws x {len(probabilities)} probabilities decided "
+          "as x * 2^-53 < p")
