@@ -277,16 +277,44 @@ static int gemm_band(int M, int N, int K, matrix_view a, matrix_view b, float *c
  * fewer if packing buffers could not be allocated (the rows from there on
  * are then unchanged). */
 #define BAND (4 * MC)
+/* Reduction steps per slab (a multiple of KC, so slabs split K exactly where
+ * the kc blocks do). */
+#define KSLAB (16 * KC)
+
+/* B from reduction step p0 on (p0 a multiple of KC, hence of the int8 block). */
+static matrix_view b_from_step(matrix_view b, int p0)
+{
+    const size_t elem = b.dtype == GPTC_BFLOAT16 ? sizeof(uint16_t)
+                        : b.dtype == GPTC_INT8   ? sizeof(int8_t) : sizeof(float);
+    b.p = (const char *)b.p + (ptrdiff_t)p0 * b.rs * (ptrdiff_t)elem;
+    if (b.scales != NULL) b.scales += p0 / GPTC_INT8_BLOCK;
+    return b;
+}
+
+/* A reduction longer than KSLAB is done a slab at a time too (the later
+ * slabs accumulate, the epilogue comes with the last), so the packed band
+ * stays at most BAND x KSLAB floats (12 MB) whatever K is: the out_head's
+ * input gradient (K = 50257) would otherwise pack 100 MB afresh per call,
+ * memory the C library maps anew each time and the kernel faults in page
+ * by page. The kc blocks and their order are the same, so is the result. */
 static int gemm(int M, int N, int K, matrix_view a, matrix_view b, float *c, ptrdiff_t ldc,
                 int accumulate, epilogue ep, const gptc_kernels *kern)
 {
     for (int i0 = 0; i0 < M; i0 += BAND) {
         int rows = M - i0 < BAND ? M - i0 : BAND;
-        matrix_view band = a;
-        band.p = f32_at(a, i0, 0);
-        if (gemm_band(rows, N, K, band, b, c + i0 * ldc, ldc, accumulate, ep, kern) != 0) {
-            return i0;
-        }
+        int p0 = 0;
+        do {
+            int steps = K - p0 < KSLAB ? K - p0 : KSLAB;
+            int last = p0 + steps == K;
+            matrix_view band = a;
+            band.p = f32_at(a, i0, p0);
+            epilogue slab_ep = last ? ep : (epilogue){NULL, 0};
+            if (gemm_band(rows, N, steps, band, b_from_step(b, p0), c + i0 * ldc, ldc,
+                          accumulate || p0 > 0, slab_ep, kern) != 0) {
+                return i0;
+            }
+            p0 += steps;
+        } while (p0 < K);
     }
     return M;
 }

@@ -137,11 +137,13 @@ def test_linear_backward_is_deterministic_for_any_thread_count():
 
 def test_linear_backward_kernel_per_isa_stays_inside_its_operands(isa):
     """Each kernel set computes the gradients and touches nothing past the end of
-    its operands or gradients (each is followed by a guard page)."""
+    its operands or gradients (each is followed by a guard page); the input
+    gradient of 8500 outputs is a reduction of more than one 4096-step slab."""
     rng = np.random.default_rng(0)
     worst = 0.0
     for m, k, n in [(1, 1, 1), (6, 16, 6), (5, 17, 3), (7, 33, 5), (13, 77, 31),
-                    (1, 768, 50), (64, 768, 300), (20, 300, 7), (900, 20, 5), (9, 20, 800)]:
+                    (1, 768, 50), (64, 768, 300), (20, 300, 7), (900, 20, 5), (9, 20, 800),
+                    (40, 30, 8500)]:
         x, w, dout = guarded((m, k)), guarded((n, k)), guarded((m, n))
         dx, dw, db = guarded((m, k)), guarded((n, k)), guarded((n,))
         for a in (x, w, dout):

@@ -124,12 +124,12 @@ def test_int8_values_are_within_half_a_step_of_the_weights():
 # Few rows (the int8 dot products on quantised rows) and many (the packed product with
 # widened weights): each kernel set has its crossing (packed_min_rows in csrc/kernels.h),
 # between 8 and 21 rows. K odd, shorter than a block, longer than the quantiser's
-# 4096-value segment; N odd.
+# 4096-value segment (and than the product's 4096-step slab); N odd.
 MIN_MANY_ROWS, MAX_FEW_ROWS = 8, 20
 SHAPES = [(m, k, n) for m, k, n in
           [(1, 1, 1), (1, 31, 3), (2, 33, 5), (3, 64, 2), (4, 100, 7), (5, 768, 9),
            (6, 95, 33), (7, 4100, 5), (8, 33, 7), (9, 77, 31), (13, 768, 17), (16, 160, 2),
-           (17, 4100, 3), (20, 45, 3), (21, 50, 6), (100, 300, 41)]]
+           (17, 4100, 3), (20, 45, 3), (21, 50, 6), (100, 300, 41), (30, 8300, 5)]]
 
 
 def test_int8_kernels_sum_blocks_exactly(isa):

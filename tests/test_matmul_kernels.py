@@ -19,11 +19,13 @@ def test_kernel_is_correct_and_stays_inside_its_operands(isa):
     # Few rows (the dot-product path) and many rows (the packed path), with
     # every ragged edge: rows not a multiple of the tile, columns not a
     # multiple of the panel, reductions longer than one packed block, more
-    # rows than one band (768).
+    # rows than one band (768), reductions longer than one slab (4096 steps,
+    # the last slab ragged or of one step).
     for m, k, n in [(1, 1, 1), (4, 8, 4), (5, 17, 3), (4, 3072, 768), (8, 768, 768),
                     (3, 15, 2), (7, 33, 5), (13, 77, 31), (1, 768, 50), (16, 16, 16),
                     (37, 100, 45), (12, 256, 32), (25, 600, 97), (64, 768, 129),
-                    (200, 1, 3), (50, 513, 1), (1000, 40, 33)]:
+                    (200, 1, 3), (50, 513, 1), (1000, 40, 33), (40, 8500, 37),
+                    (30, 4097, 20)]:
         x, w = guarded((m, k)), guarded((n, k))
         x[...] = rng.normal(size=(m, k))
         w[...] = rng.normal(size=(n, k))
