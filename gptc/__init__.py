@@ -71,12 +71,37 @@ def build_info():
     return _C.build_info()
 
 
+def empty_cache():
+    """Release the memory gptc keeps for reuse and return how many bytes that was.
+
+    The float32 arrays gptc makes (layer outputs, gradients, logits) take their
+    memory from a pool (csrc/py/buffer_pool.c): when such an array of 256 KiB or
+    more is dropped, its block is kept for the next array of that size, so a
+    training loop reuses one step's memory in the next instead of having the
+    operating system map and zero it again. At most 2 GiB is kept, never more
+    than the program once used at the same time. Call this after training to
+    hand the memory back, as ``torch.cuda.empty_cache`` does for PyTorch's GPU
+    pool."""
+    return _C.empty_cache()
+
+
+def buffer_pool_stats():
+    """What the pool of ``empty_cache`` holds: a dict with ``kept_bytes`` and
+    ``kept_blocks`` (memory waiting for reuse), ``reused`` and ``fresh`` (how
+    many poolable arrays got a kept block, and how many new memory),
+    ``min_bytes`` (smaller arrays are not kept) and ``limit_bytes`` (0 in a
+    sanitizer build, which keeps nothing so that AddressSanitizer sees every
+    free)."""
+    return _C.buffer_pool_stats()
+
+
 __all__ = ["nn", "GPT_CONFIG_124M", "GPT2_SIZES", "gpt2_config", "check_config",
            "GPTModel", "DummyGPTModel", "TransformerBlock", "DummyTransformerBlock",
            "MultiHeadAttention", "FeedForward", "LayerNorm", "DummyLayerNorm",
            "generate_text_simple", "generate", "generate_stream", "Generator", "default_generator", "manual_seed",
            "initial_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randperm",
-           "set_num_threads", "get_num_threads", "build_info", "get_tokenizer", "TokenizerError",
+           "set_num_threads", "get_num_threads", "build_info", "empty_cache",
+           "buffer_pool_stats", "get_tokenizer", "TokenizerError",
            "save", "load", "optim", "data", "training", "Tensor", "tensor", "no_grad",
            "enable_grad", "is_grad_enabled", "attention_weights", "download_and_load_gpt2",
            "load_gpt2_params_from_tf_ckpt", "load_weights_into_gpt", "gpt2_config_from_hparams",

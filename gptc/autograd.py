@@ -22,6 +22,8 @@ import threading
 
 import numpy as np
 
+from . import _C
+
 __all__ = ["Tensor", "no_grad", "enable_grad", "is_grad_enabled", "tensor"]
 
 _state = threading.local()
@@ -88,7 +90,9 @@ def grad_buffer(param):
     if not getattr(param, "requires_grad", False):
         return None
     if param.grad is None:
-        param.grad = Tensor(np.zeros(param.shape, np.float32))
+        # from gptc's buffer pool: after zero_grad() the next backward gets the
+        # memory of the gradient it dropped (csrc/py/buffer_pool.c)
+        param.grad = Tensor(_C.zeros(param.shape))
     return param.grad.data
 
 

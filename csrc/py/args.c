@@ -33,11 +33,6 @@ PyObject *shape_str(int ndim, const npy_intp *dims)
     return res;
 }
 
-PyArrayObject *new_f32(int ndim, const npy_intp *dims)
-{
-    return (PyArrayObject *)PyArray_SimpleNew(ndim, (npy_intp *)dims, NPY_FLOAT32);
-}
-
 int check_ndim(const array_arg *a, int ndim)
 {
     if (a->array == NULL || ndim == ANY_NDIM || PyArray_NDIM(a->array) == ndim) return 0;

@@ -19,6 +19,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_1_7_API_VERSION
+/* the oldest NumPy gptc runs on (pyproject.toml); 1.22 brought the memory
+ * handlers of buffer_pool.c */
+#define NPY_TARGET_VERSION NPY_1_23_API_VERSION
 /* one NumPy C-API table for all the files of the extension; module.c
  * defines GPTC_PY_IMPORT_ARRAY and fills it in import_array() */
 #define PY_ARRAY_UNIQUE_SYMBOL gptc_numpy_api
@@ -91,7 +94,10 @@ int fits_int(Py_ssize_t v, const char *what);
 
 /* "(2, 4, 768)", for messages (a new reference, or NULL). */
 PyObject *shape_str(int ndim, const npy_intp *dims);
+/* A new float32 array whose memory comes from buffer_pool.c. */
 PyArrayObject *new_f32(int ndim, const npy_intp *dims);
+/* Sets up that pool; module.c calls it once, before any new_f32. */
+int buffer_pool_init(void);
 /* The data of an argument, NULL for None. */
 static inline float *data_of(const array_arg *a)
 {

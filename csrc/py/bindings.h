@@ -15,6 +15,11 @@ PyObject *py_bernoulli_(PyObject *self, PyObject *args);
 PyObject *py_randperm(PyObject *self, PyObject *args);
 PyObject *py_random_int64(PyObject *self, PyObject *generator);
 
+/* buffer_pool.c: zeros from the pool, releasing what it keeps, what it holds */
+PyObject *py_zeros(PyObject *self, PyObject *shape);
+PyObject *py_empty_cache(PyObject *self, PyObject *Py_UNUSED(ignored));
+PyObject *py_buffer_pool_stats(PyObject *self, PyObject *Py_UNUSED(ignored));
+
 /* py_layers.c: each layer's forward beside its backward */
 PyObject *py_linear(PyObject *self, PyObject *args, PyObject *kwargs);
 PyObject *py_linear_backward(PyObject *self, PyObject *args);

@@ -110,6 +110,11 @@ static PyMethodDef module_methods[] = {
     {"fma_peak", py_fma_peak, METH_VARARGS,
      "fma_peak(nthreads, iterations): GFLOP/s of the kernel set's register-only "
      "multiply-add loop on nthreads threads, the arithmetic peak"},
+    {"zeros", py_zeros, METH_O, "zeros(shape) -> float32 zeros, memory from the buffer pool"},
+    {"empty_cache", py_empty_cache, METH_NOARGS,
+     "empty_cache() -> bytes the buffer pool kept and now released"},
+    {"buffer_pool_stats", py_buffer_pool_stats, METH_NOARGS,
+     "buffer_pool_stats() -> dict: kept_bytes, kept_blocks, reused, fresh, min_bytes, limit_bytes"},
     {"build_info", py_build_info, METH_NOARGS,
      "build_info() -> dict: compiler, openmp, openmp_version, isas_compiled, sanitize, isa"},
     {NULL, NULL, 0, NULL},
@@ -149,6 +154,7 @@ static int add_object(PyObject *m, const char *name, PyObject *obj)
 PyMODINIT_FUNC PyInit__C(void)
 {
     import_array();
+    if (buffer_pool_init() < 0) return NULL;
     if (PyType_Ready(&GeneratorType) < 0 || PyType_Ready(&DecoderType) < 0) return NULL;
     PyObject *m = PyModule_Create(&moduledef);
     if (m == NULL) return NULL;

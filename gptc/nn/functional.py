@@ -22,7 +22,7 @@ def _needs(x):
 
 
 def _zeros_if(needed, like):
-    return np.zeros_like(like) if needed else None
+    return _C.zeros(like.shape) if needed else None
 
 
 def linear(input, weight, bias=None):
@@ -74,7 +74,7 @@ def _elementwise(input, forward, backward_kernel, op):
         return out
 
     def backward(dout):
-        dinp = np.zeros_like(x)
+        dinp = _C.zeros(x.shape)
         backward_kernel(dout, x, dinp)
         return (dinp,)
     return Tensor(out, parents=(input,), backward=backward, op=op)
@@ -101,7 +101,7 @@ def dropout(input, p=0.5, training=True):
     out, noise = _C.dropout_train(x, p, default_generator)
 
     def backward(dout):
-        dinp = np.zeros_like(x)
+        dinp = _C.zeros(x.shape)
         _C.dropout_backward(dout, noise, dinp)
         return (dinp,)
     return Tensor(out, parents=(input,), backward=backward, op="DropoutBackward")
@@ -199,7 +199,7 @@ def cross_entropy(input, target):
 
     def backward(dout):
         dlosses = np.full(losses.shape, dout / losses.shape[0], np.float32)
-        dlogits = np.zeros_like(logits)
+        dlogits = _C.zeros(logits.shape)
         _C.cross_entropy_backward(dlosses, logits, targets, dlogits)
         return (dlogits,)
     return Tensor(loss, parents=(input,), backward=backward, op="NllLossBackward")
@@ -216,7 +216,7 @@ def mse_loss(input, target):
     tgt = np.ascontiguousarray(tgt)
 
     def backward(dout):
-        dpred = np.zeros_like(pred)
+        dpred = _C.zeros(pred.shape)
         _C.mse_backward(pred, tgt, float(dout) / pred.size, dpred)
         return (dpred,)
     return Tensor(loss, parents=(input,), backward=backward, op="MseLossBackward")
