@@ -51,17 +51,21 @@ TARGET static inline vf bf16_load_part(const void *w, size_t i, int n)
 }
 
 /* The loads of the packing transposes: values p .. p + n - 1 of row `row`
- * of a float32 or bfloat16 matrix with rows `stride` elements apart. */
+ * of a float32 or bfloat16 matrix with rows `stride` elements apart. Only
+ * a row's last piece takes the partial load: AVX2's masked load, and the
+ * bfloat16 copy through the stack, cost more than a plain load. */
 typedef vf (*pack_load_fn)(const void *src, ptrdiff_t stride, int row, int p, int n);
 
 TARGET static inline vf f32_pack_load(const void *src, ptrdiff_t stride, int row, int p, int n)
 {
-    return f32_load_part(src, (size_t)(row * stride + p), n);
+    const size_t i = (size_t)(row * stride + p);
+    return n == VF_LANES ? f32_load(src, i) : f32_load_part(src, i, n);
 }
 
 TARGET static inline vf bf16_pack_load(const void *src, ptrdiff_t stride, int row, int p, int n)
 {
-    return bf16_load_part(src, (size_t)(row * stride + p), n);
+    const size_t i = (size_t)(row * stride + p);
+    return n == VF_LANES ? bf16_load(src, i) : bf16_load_part(src, i, n);
 }
 
 /* Four independent sums: one chain of dependent multiply-adds would wait
