@@ -30,7 +30,8 @@ One run, one machine, the same thread count for everyone. Cases (``--cases``):
      count), the rest (attention, layer norms, GELU, embeddings, glue) by difference; the
      products' GFLOP/s as a fraction of case 11's peak
 
-Times are medians over repeated runs after a warm-up; the spread is (min-max, n).
+Times are medians over repeated runs after a warm-up; the spread is (min-max, n). The
+libraries of one comparison take turns, block by block (time_rivals).
 Ratios are PyTorch time / gptc time: above 1 means gptc is faster.
 
     python3 benchmarks/bench.py [--threads N] [--new-tokens N] [--quick]
@@ -134,12 +135,48 @@ def time_calls(fn, warmup, min_samples, budget):
     """Seconds per call of fn(): `warmup` untimed calls, then timed samples until
     there are at least `min_samples` and `budget` seconds have passed. Short calls
     are repeated inside one sample (at least ~20 ms per sample), as timeit does."""
+    number = calls_per_sample(fn, warmup)
     time.sleep(0.2)   # let the previous library's spinning worker threads go idle
+    return sample_block(fn, number, min_samples, budget)
+
+
+# Rivals (gptc and the libraries it is compared with) are timed in at most this many
+# alternating blocks each, so that a slow spell of the VM falls on all of them alike
+# instead of on whichever happened to run then (seen here: the same (4, 64) forward's
+# median 412 ms in one run and 449 ms in the next).
+MAX_ROUNDS = 5
+
+
+def time_rivals(fns, warmup, min_samples, budget):
+    """Seconds per call of each of fns (name -> function), as time_calls measures one,
+    the rivals taking turns: each warmed up, then `rounds` blocks each, in the order of
+    fns and then reversed, each block at least min_samples / rounds samples and
+    budget / rounds seconds. Returns name -> samples."""
+    rounds = max(1, min(MAX_ROUNDS, min_samples))
+    block_samples = -(-min_samples // rounds)
+    numbers = {name: calls_per_sample(fn, warmup) for name, fn in fns.items()}
+    samples = {name: [] for name in fns}
+    for r in range(rounds):
+        for name in list(fns) if r % 2 == 0 else reversed(list(fns)):
+            time.sleep(0.2)   # let the previous library's spinning worker threads go idle
+            samples[name] += sample_block(fns[name], numbers[name], block_samples,
+                                          budget / rounds)
+    return samples
+
+
+def calls_per_sample(fn, warmup):
+    """`warmup` untimed calls of fn; how many calls make one sample of ~20 ms or more."""
     number = 1
     for _ in range(warmup):
         once = timed(fn)
         if once < 0.02:
             number = max(1, int(0.02 / max(once, 1e-7)))
+    return number
+
+
+def sample_block(fn, number, min_samples, budget):
+    """Timed samples of `number` calls each, until there are at least `min_samples`
+    and `budget` seconds have passed (at most 10000)."""
     samples = []
     start = time.perf_counter()
     while len(samples) < min_samples or time.perf_counter() - start < budget:
@@ -376,23 +413,19 @@ def case_forward(gmodel, tmodel, ids, repeats, label, onnx=None):
         with gptc.no_grad():
             return gmodel(ids)
 
-    progress(f"  {label}: gptc")
-    g = time_calls(run_gptc, warmup, min_samples, budget)
-    progress(f"  {label}: PyTorch")
-    t = time_calls(run_torch, warmup, min_samples, budget)
-    logits = run_gptc()
-    diff = float(np.abs(logits - run_torch().numpy()).max())
-    out["gptc"], out["torch"] = summary(g), summary(t)
-    out["ratio"] = out["torch"]["median"] / out["gptc"]["median"]
-    out["max_abs_logit_diff"] = diff
-    out["gptc_samples"], out["torch_samples"] = g, t
+    rivals = {"gptc": run_gptc, "torch": run_torch}
     if onnx is not None:
-        progress(f"  {label}: ONNX Runtime")
-        o = time_calls(lambda: onnx.run(None, {"idx": ids}), warmup, min_samples, budget)
-        out["onnx"], out["onnx_samples"] = summary(o), o
+        rivals["onnx"] = lambda: onnx.run(None, {"idx": ids})
+    progress(f"  {label}: {', '.join(rivals)}, taking turns")
+    samples = time_rivals(rivals, warmup, min_samples, budget)
+    logits = run_gptc()
+    for name, s in samples.items():
+        out[name], out[name + "_samples"] = summary(s), s
+    out["ratio"] = out["torch"]["median"] / out["gptc"]["median"]
+    out["max_abs_logit_diff"] = float(np.abs(logits - run_torch().numpy()).max())
+    if onnx is not None:
         out["ratio_onnx"] = out["onnx"]["median"] / out["gptc"]["median"]
-        out["max_abs_logit_diff_onnx"] = float(np.abs(logits - onnx.run(None, {"idx": ids})[0])
-                                               .max())
+        out["max_abs_logit_diff_onnx"] = float(np.abs(logits - rivals["onnx"]()[0]).max())
     return out
 
 
@@ -456,29 +489,21 @@ def case_generate(gmodel, tmodel, new_tokens, repeats):
     warmup, min_samples, budget = repeats
     idx = np.array([HELLO_IDS], dtype=np.int64)
     idx_t = torch.from_numpy(idx)
-    results = {}
+    results, ids = {}, {}
 
-    def run_gptc(n):
-        return gptc.generate(gmodel, idx, max_new_tokens=n, context_size=1024)
+    def run_gptc():
+        ids["gptc"] = gptc.generate(gmodel, idx, max_new_tokens=new_tokens, context_size=1024)
 
-    def run_torch(n):
+    def run_torch():
         with torch.inference_mode():
-            return torch_generate_kv(tmodel, idx_t, max_new_tokens=n, context_size=1024)
+            ids["torch"] = torch_generate_kv(tmodel, idx_t, max_new_tokens=new_tokens,
+                                             context_size=1024)
 
-    for name, run in (("gptc", run_gptc), ("torch", run_torch)):
-        progress(f"  generation: {name}")
-        time.sleep(0.2)
-        for _ in range(warmup):
-            run(4)
-        samples = []
-        start = time.perf_counter()
-        while len(samples) < min_samples or time.perf_counter() - start < budget:
-            t0 = time.perf_counter()
-            ids = run(new_tokens)
-            samples.append(time.perf_counter() - t0)
-        results[name] = summary(samples)
-        results[name + "_samples"] = samples
-        results[name + "_ids"] = np.asarray(ids)[0].tolist()
+    progress("  generation: gptc, torch, taking turns")
+    samples = time_rivals({"gptc": run_gptc, "torch": run_torch}, warmup, min_samples, budget)
+    for name, s in samples.items():
+        results[name], results[name + "_samples"] = summary(s), s
+        results[name + "_ids"] = np.asarray(ids[name])[0].tolist()
     results["identical_ids"] = results["gptc_ids"] == results["torch_ids"]
     results["ratio"] = results["torch"]["median"] / results["gptc"]["median"]
     results["new_tokens"] = new_tokens
@@ -539,10 +564,10 @@ def case_matmul(repeats):
             label = f"({m}x{k})·({k}x{n})"
             progress(f"  matmul {label}")
             flop = 2.0 * m * k * n
-            g = summary(time_calls(lambda: gptc._C.linear(x, w, None), warmup, min_samples,
-                                   budget))
-            nmp = summary(time_calls(lambda: x @ w.T, warmup, min_samples, budget))
-            t = summary(time_calls(run_torch, warmup, min_samples, budget))
+            samples = time_rivals({"gptc": lambda: gptc._C.linear(x, w, None),
+                                   "numpy": lambda: x @ w.T, "torch": run_torch},
+                                  warmup, min_samples, budget)
+            g, nmp, t = (summary(samples[name]) for name in ("gptc", "numpy", "torch"))
             expected = x @ w.T
             err = float(np.abs(gptc._C.linear(x, w, None) - expected).max())
             rows.append({"shape": label, "layer": name, "m": m, "k": k, "n": n,
@@ -737,10 +762,11 @@ def case_train_step(repeats):
         losses["torch"].append(loss.item())
 
     out = {"batch": list(TRAIN_BATCH)}
-    for name, run in (("gptc", step_gptc), ("torch", step_torch)):
-        progress(f"  training step {TRAIN_BATCH}: {name}")
-        samples = time_calls(run, warmup, min_samples, budget)
-        out[name], out[name + "_samples"] = summary(samples), samples
+    progress(f"  training step {TRAIN_BATCH}: gptc, torch, taking turns")
+    samples = time_rivals({"gptc": step_gptc, "torch": step_torch}, warmup, min_samples,
+                          budget)
+    for name, s in samples.items():
+        out[name], out[name + "_samples"] = summary(s), s
         out[name + "_losses"] = losses[name]
     out["ratio"] = out["torch"]["median"] / out["gptc"]["median"]
     out["tokens_per_step"] = TRAIN_BATCH[0] * TRAIN_BATCH[1]
