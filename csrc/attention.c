@@ -12,12 +12,11 @@
  * simply the slice [h * HS, (h + 1) * HS) of row t of q, k and v.
  *
  * One forward per purpose lives here:
- *  - inference: a blocked, online-softmax ("flash") kernel. Each task takes
- *    a block of query rows of one head and streams over blocks of keys
- *    j <= i, keeping per row a running maximum, a running sum of
- *    exponentials and an unnormalised output. No T x T matrix is ever
- *    built, every key block is read once per query block, and the inner
- *    loops are vector multiply-adds on tiles of 4 query rows
+ *  - inference: a blocked kernel that never builds the T x T matrix. Each
+ *    task takes a block of query rows of one head, four rows at a time:
+ *    their scores over the keys j <= i (blocks of keys stored transposed),
+ *    the softmax of each row, then the weighted sum of the values. The
+ *    inner loops are vector multiply-adds on tiles of 4 query rows
  *    (csrc/arch/flash_attention.h, compiled once per instruction set). The
  *    same kernel serves the KV cache: new queries at positions past..
  *    attend over cached keys and values.
@@ -43,21 +42,30 @@
 #include <string.h>
 
 /* ------------------------------------------------------------------------
- * Inference: blocked online softmax (the derivation and the per-ISA tiles
- * are in csrc/arch/flash_attention.h).
+ * Inference: the blocked kernel (its passes and the per-ISA tiles are in
+ * csrc/arch/flash_attention.h).
  * ---------------------------------------------------------------------- */
-size_t gptc_attention_cached_scratch_floats(int HS, int nthreads)
+static int key_block_count(int positions)
 {
-    return (size_t)nthreads * gptc_flash_scratch_floats(HS);
+    return (positions + GPTC_ATT_K_BLOCK - 1) / GPTC_ATT_K_BLOCK;
 }
 
+size_t gptc_attention_cached_scratch_floats(int B, int capacity, int C, int nthreads)
+{
+    /* a tile's scores per thread, and the keys in blocks when they come as rows */
+    return (size_t)nthreads * gptc_flash_scratch_floats(capacity) +
+           gptc_key_blocks_floats(B, capacity, C);
+}
+
+/* Tasks of query blocks, one head after another, each head's last (and
+ * largest) block first: the cheap early blocks fill the gaps at the end,
+ * and the threads work on the same head's keys and values at a time. */
 static void flash_attention(const gptc_flash_problem *pb, int B, int NH, float *scratch,
-                            int nthreads)
+                            size_t per_thread, int nthreads)
 {
     const gptc_flash_task_fn fn = gptc_active_kernels()->flash_task;
     const int qblocks = (pb->Tq + GPTC_ATT_Q_BLOCK - 1) / GPTC_ATT_Q_BLOCK;
     const long long tasks = (long long)B * NH * qblocks;
-    const size_t per_thread = gptc_flash_scratch_floats(pb->HS);
     const double keys = (double)pb->past + pb->Tq;
     const double work OMP_CLAUSE_ONLY = (double)B * NH * pb->Tq * keys * pb->HS;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nthreads) \
@@ -67,19 +75,35 @@ static void flash_attention(const gptc_flash_problem *pb, int B, int NH, float *
 #ifdef _OPENMP
         thread = omp_get_thread_num();
 #endif
-        /* the last query blocks see the most keys: hand them out first so
-         * that the cheap early blocks fill the gaps at the end */
-        int qb = qblocks - 1 - (int)(t / ((long long)B * NH));
-        int bh = (int)(t % ((long long)B * NH));
-        int row0 = qb * GPTC_ATT_Q_BLOCK;
-        int nrows = pb->Tq - row0 < GPTC_ATT_Q_BLOCK ? pb->Tq - row0 : GPTC_ATT_Q_BLOCK;
+        const int bh = (int)(t / qblocks);
+        const int qb = qblocks - 1 - (int)(t % qblocks);
+        const int row0 = qb * GPTC_ATT_Q_BLOCK;
+        const int nrows = pb->Tq - row0 < GPTC_ATT_Q_BLOCK ? pb->Tq - row0 : GPTC_ATT_Q_BLOCK;
         fn(pb, bh / NH, bh % NH, row0, nrows, scratch + (size_t)thread * per_thread);
     }
 }
 
-static int key_block_count(int capacity)
+/* Key rows of `count` positions first, first + 1, ... into the blocks of
+ * their batch row and head (nblocks per pair): position p's feature d of
+ * head h at column p % K_BLOCK of row d of block p / K_BLOCK. Row t of batch
+ * row b is at k + b * batch_stride + t * C. One (b, h) per task. */
+static void keys_to_blocks(float *blocks, int nblocks, const float *k, size_t batch_stride,
+                           int B, int first, int count, int NH, int HS, int nthreads)
 {
-    return (capacity + GPTC_ATT_K_BLOCK - 1) / GPTC_ATT_K_BLOCK;
+    const int C = NH * HS, K = GPTC_ATT_K_BLOCK;
+    const double work OMP_CLAUSE_ONLY = (double)B * count * C;
+#pragma omp parallel for schedule(static) num_threads(nthreads) \
+    if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && B * NH > 1)
+    for (int bh = 0; bh < B * NH; bh++) {
+        const int b = bh / NH, h = bh % NH;
+        float *own = blocks + (size_t)bh * nblocks * HS * K;
+        for (int t = 0; t < count; t++) {
+            const int pos = first + t;
+            const float *row = k + (size_t)b * batch_stride + (size_t)t * C + (size_t)h * HS;
+            float *col = own + (size_t)(pos / K) * HS * K + pos % K;
+            for (int d = 0; d < HS; d++) col[(size_t)d * K] = row[d];
+        }
+    }
 }
 
 void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,
@@ -87,14 +111,32 @@ void gptc_attention_cached_forward(float *out, const float *q, const float *k_ca
                                    int capacity, gptc_key_layout key_layout, int NH, int HS,
                                    float *scratch, int nthreads)
 {
-    const int C = NH * HS;
+    const int C = NH * HS, keys = past + Tq;
+    const size_t per_thread = gptc_flash_scratch_floats(capacity);
     gptc_flash_problem pb = {
         .out = out, .q = q, .k = k_cache, .v = v_cache, .Tq = Tq, .past = past, .C = C,
         .HS = HS, .kv_batch_stride = (size_t)capacity * C,
-        .k_blocks = key_layout == GPTC_KEYS_IN_BLOCKS ? key_block_count(capacity) : 0,
-        .divisor = sqrtf((float)HS),
+        .k_blocks = key_block_count(capacity), .divisor = sqrtf((float)HS),
     };
-    flash_attention(&pb, B, NH, scratch, nthreads);
+    if (key_layout == GPTC_KEYS_AS_ROWS) {
+        /* the blocks of the keys in use, after the threads' scores; the
+         * last block's columns past them are zeros (their scores are masked,
+         * but nothing reads memory never written) */
+        float *blocks = scratch + (size_t)nthreads * per_thread;
+        const int nblocks = key_block_count(keys);
+        keys_to_blocks(blocks, nblocks, k_cache, pb.kv_batch_stride, B, 0, keys, NH, HS,
+                       nthreads);
+        for (int bh = 0; bh < B * NH; bh++) {
+            float *last = blocks + ((size_t)bh * nblocks + nblocks - 1) * HS * GPTC_ATT_K_BLOCK;
+            for (int d = 0; d < HS; d++) {
+                for (int c = keys - (nblocks - 1) * GPTC_ATT_K_BLOCK; c < GPTC_ATT_K_BLOCK; c++)
+                    last[(size_t)d * GPTC_ATT_K_BLOCK + c] = 0.0f;
+            }
+        }
+        pb.k = blocks;
+        pb.k_blocks = nblocks;
+    }
+    flash_attention(&pb, B, NH, scratch, per_thread, nthreads);
 }
 
 size_t gptc_key_blocks_floats(int B, int capacity, int C)
@@ -105,19 +147,8 @@ size_t gptc_key_blocks_floats(int B, int capacity, int C)
 void gptc_store_key_blocks(float *blocks, const float *k, int B, int T, int past, int capacity,
                            int NH, int HS)
 {
-    const int C = NH * HS, nblocks = key_block_count(capacity);
-    for (int b = 0; b < B; b++) {
-        for (int t = 0; t < T; t++) {
-            const int pos = past + t;
-            const float *row = k + ((size_t)b * T + t) * C;
-            for (int h = 0; h < NH; h++) {
-                float *block = blocks + (((size_t)b * NH + h) * nblocks + pos / GPTC_ATT_K_BLOCK) *
-                                            HS * GPTC_ATT_K_BLOCK;
-                float *col = block + pos % GPTC_ATT_K_BLOCK;
-                for (int d = 0; d < HS; d++) col[(size_t)d * GPTC_ATT_K_BLOCK] = row[h * HS + d];
-            }
-        }
-    }
+    keys_to_blocks(blocks, key_block_count(capacity), k, (size_t)T * NH * HS, B, past, T, NH,
+                   HS, gptc_get_num_threads());
 }
 
 /* ------------------------------------------------------------------------
@@ -447,7 +478,7 @@ size_t gptc_mha_scratch_floats(const gptc_attention_params *p, int B, int T, int
     if (p->dropout > 0.0) {
         return (size_t)B * NH * T * T;   /* the dropout noise of the weights */
     }
-    return gptc_attention_cached_scratch_floats(p->d_out / NH, nthreads);
+    return gptc_attention_cached_scratch_floats(B, T, p->d_out, nthreads);
 }
 
 /* Copy the values of T new tokens (B * T rows of C) into rows

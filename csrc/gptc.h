@@ -253,15 +253,16 @@ void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, s
  * them; out is the heads merged back into (B, T, NH * HS), ready for
  * out_proj.
  *
- * Inference: a blocked online-softmax kernel (never a T x T matrix) over a
- * KV cache. q and out are (B, Tq, NH * HS): the queries of positions
+ * Inference: a blocked softmax kernel (never a T x T matrix) over a KV
+ * cache. q and out are (B, Tq, NH * HS): the queries of positions
  * past .. past + Tq - 1. The caches hold, per batch row, `capacity` rows
  * of NH * HS (row j = position j; batch b starts at row b * capacity) of
  * which rows 0 .. past + Tq - 1 are filled. The plain forward is past = 0
  * with q's own k and v as the caches (capacity = Tq); row i of out is what
  * it gives for position i of the whole sequence, bit for bit, whatever Tq
- * and past. scratch must hold gptc_attention_cached_scratch_floats(HS,
- * nthreads) floats.
+ * and past. scratch must hold gptc_attention_cached_scratch_floats(B,
+ * capacity, NH * HS, nthreads) floats (room for the keys in blocks too,
+ * which the kernel makes there when they come as rows).
  *
  * With key_layout GPTC_KEYS_IN_BLOCKS the key cache is in the kernel's own
  * layout instead, written by gptc_store_key_blocks: per batch row and head,
@@ -274,7 +275,7 @@ void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, s
  * features. Its positions not yet stored may hold anything (stale keys
  * after a window slides, or NaN): the kernel masks their scores. */
 typedef enum { GPTC_KEYS_AS_ROWS = 0, GPTC_KEYS_IN_BLOCKS = 1 } gptc_key_layout;
-size_t gptc_attention_cached_scratch_floats(int HS, int nthreads);
+size_t gptc_attention_cached_scratch_floats(int B, int capacity, int C, int nthreads);
 void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,
                                    const float *v_cache, int B, int Tq, int past,
                                    int capacity, gptc_key_layout key_layout, int NH, int HS,

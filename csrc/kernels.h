@@ -101,33 +101,37 @@ typedef void (*gptc_rows_int8_fn)(float *out, gptc_int8_rows x, gptc_int8_rows w
                                   int accumulate);
 
 /* ------------------------------------------------------------------------
- * Inference attention (attention.c): the blocked online-softmax kernel.
+ * Inference attention (attention.c): the blocked kernel (flash_attention.h).
  * ---------------------------------------------------------------------- */
-#define GPTC_ATT_Q_BLOCK 64    /* query rows per task */
+#define GPTC_ATT_Q_BLOCK 64    /* query rows per task (attention.c) */
 #define GPTC_ATT_K_BLOCK 32    /* keys per block */
 #define GPTC_ATT_ROW_TILE 4    /* query rows sharing each load of a key or value */
 
 /* One problem: queries of Tq new positions past, ..., past + Tq - 1 (rows
  * of q and out, B * Tq of them, row stride C) over keys and values
- * 0 .. past + Tq - 1 (batch b's rows start at k + b * kv_batch_stride). */
+ * 0 .. past + Tq - 1: batch b's value rows start at v + b * kv_batch_stride,
+ * its keys are k_blocks transposed blocks per head (gptc_store_key_blocks),
+ * batch row b and head h at block (b * NH + h) * k_blocks. */
 typedef struct gptc_flash_problem {
     float *out;
     const float *q, *k, *v;
     int Tq, past, C, HS;
-    size_t kv_batch_stride;    /* of v, and of k as rows */
-    /* k as rows (0: batch b's row j at k + b * kv_batch_stride + j * C), or
-     * k_blocks blocks per batch row and head, already transposed
-     * (gptc_store_key_blocks): then the kernel reads them as they are */
+    size_t kv_batch_stride;    /* of v */
     int k_blocks;
     float divisor;             /* sqrt(HS) */
 } gptc_flash_problem;
 
-/* Per-thread scratch of one task, in floats. */
-static inline size_t gptc_flash_scratch_floats(int HS)
+/* Floats between the rows of scores of a tile, for queries that see up to
+ * `keys` keys: whole blocks. */
+static inline size_t gptc_flash_score_stride(int keys)
 {
-    return (size_t)HS * GPTC_ATT_K_BLOCK               /* the key block, transposed */
-           + (size_t)GPTC_ATT_ROW_TILE * GPTC_ATT_K_BLOCK   /* scores, then exp(s - m) */
-           + 2 * (size_t)GPTC_ATT_Q_BLOCK;                  /* m and l per row */
+    return ((size_t)keys + GPTC_ATT_K_BLOCK - 1) / GPTC_ATT_K_BLOCK * GPTC_ATT_K_BLOCK;
+}
+
+/* Per-thread scratch of one task, in floats: a tile's rows of scores. */
+static inline size_t gptc_flash_scratch_floats(int keys)
+{
+    return (size_t)GPTC_ATT_ROW_TILE * gptc_flash_score_stride(keys);
 }
 
 /* One task: query rows [row0, row0 + nrows) of batch b, head h. */

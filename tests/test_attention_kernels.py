@@ -1,4 +1,4 @@
-"""The inference attention kernel (csrc/attention.c, blocked online softmax):
+"""The inference attention kernel (csrc/attention.c, csrc/arch/flash_attention.h):
 values against float64, rows computed alone (a KV-cache decode step) equal to the
 same rows of a whole-sequence forward bit for bit, the causal mask holding even
 against NaN and inf in the future, and every instruction set it is built for
@@ -29,9 +29,11 @@ def qkv(seed, B, T, C, scale=1.0):
 
 
 # (B, T, num_heads, head_dim): block edges (31, 32, 33, 64, 65), head sizes that are
-# not multiples of the 16-wide chunks (1, 12, 17), GPT-2's 12 x 64.
+# not multiples of the 16-wide chunks (1, 12, 17), GPT-2's 12 x 64, and rows of scores
+# over many blocks of keys (700: 22 blocks, the last one partly filled).
 SHAPES = [(1, 1, 1, 64), (2, 5, 2, 12), (1, 31, 3, 17), (2, 33, 6, 12), (1, 65, 2, 1),
-          (3, 64, 4, 16), (1, 130, 2, 64), (1, 300, 12, 64), (2, 97, 5, 20)]
+          (3, 64, 4, 16), (1, 130, 2, 64), (1, 300, 12, 64), (2, 97, 5, 20),
+          (1, 700, 2, 64)]
 
 
 @pytest.mark.parametrize("B,T,NH,HS", SHAPES)

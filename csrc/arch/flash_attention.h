@@ -1,17 +1,28 @@
 /*
  * flash_attention.h - the per-instruction-set half of the inference
- * attention kernel (attention.c has the driver and the derivation).
- * Included once by each file of csrc/arch/, after it defines
+ * attention kernel (attention.c has the driver). Included once by each file
+ * of csrc/arch/, after it defines
  *   ATT_VEC     floats per vector: 4 (SSE2 / NEON), 8 (AVX2), 16 (AVX-512)
  *   ATT_TARGET  the target attribute of the functions, or nothing
  * and gets flash_task, one task of the kernel (gptc_flash_task_fn).
  *
- * For query row i and key blocks J1, J2, ... (in order), with m the largest
- * score seen so far, l the sum of exp(score - m) and o the sum of
- * exp(score - m) v_j:
- *   m' = max(m, max_{j in J} s_j)          c = exp(m - m')
- *   l' = c l + sum_{j in J} exp(s_j - m')  o' = c o + sum_{j in J} exp(s_j - m') v_j
- * and out_i = o / l at the end, which is softmax(s) . v regrouped.
+ * A task takes query rows of one head, four at a time (a tile), and for
+ * each tile makes two passes over the keys the rows see:
+ *   1. the scores s_j = q . k_j of every key j <= i, into a row of the
+ *      scratch per query row; then, per row, the book's softmax on it in
+ *      place: divided by sqrt(head_dim), the maximum m subtracted, p_j =
+ *      exp(s_j - m) and their sum l;
+ *   2. out_i = (sum_j p_j v_j) / l.
+ * No T x T matrix is built: a tile's rows of scores are 4 x T floats, which
+ * stay in L1 or L2. The keys are read in blocks of K_BLOCK positions, each
+ * block stored transposed (a feature's values for the block's positions side
+ * by side: gptc_store_key_blocks), so that a row of scores is a sum of
+ * K_BLOCK-wide multiply-adds. An earlier version streamed the key blocks
+ * once per task with an online softmax (a running maximum, sum and output
+ * rescaled after every block); its per-block corrections and reductions
+ * took a third of the time of a (1, 1024) attention, and the exact
+ * maximum of the two passes is also the softmax exactly as the book writes
+ * it.
  *
  * The accumulators are explicit vectors (GCC's vector extension, which
  * clang supports too), sized to the registers of the instruction set, so
@@ -26,9 +37,10 @@
  * or written past a row.
  *
  * The arithmetic of one query row never depends on which other rows share
- * its task: key blocks always start at j = 0, and the row-tiled and the
- * single-row loops apply the same operations to each value in the same
- * order, so the two are bit for bit equal.
+ * its task or its tile: the row-tiled and the single-row loops apply the
+ * same operations to each value in the same order, and the softmax of a row
+ * of n scores always runs over the same ceil(n / K_BLOCK) blocks, so the
+ * two are bit for bit equal.
  */
 #ifndef GPTC_FLASH_ATTENTION_H
 #define GPTC_FLASH_ATTENTION_H
@@ -39,7 +51,6 @@
 #include "../internal.h"
 #include "../kernels.h"
 
-#define Q_BLOCK GPTC_ATT_Q_BLOCK
 #define K_BLOCK GPTC_ATT_K_BLOCK
 #define ROW_TILE GPTC_ATT_ROW_TILE
 #define LANES 8         /* partial results of the row maximum and sum */
@@ -47,61 +58,58 @@ _Static_assert(K_BLOCK % LANES == 0, "K_BLOCK must be a multiple of LANES");
 
 typedef gptc_flash_problem flash_problem;
 
-/* e^x for x <= 0 (a score minus a running maximum): gptc_exp (internal.h),
- * whose straight-line arithmetic vectorises; x < -87.3, the masked -inf
- * scores included, gives 0. */
-static inline __attribute__((always_inline)) float exp_nonpositive(float x)
+/* The softmax of a row of n scores, in place: s_j / divisor, minus their
+ * maximum, exponentiated; returns their sum. The row is padded to whole
+ * blocks (its scratch row holds them) with scores of masked keys, -inf,
+ * whose exponential is exactly 0: the maximum and the sum run over LANES
+ * interleaved partial results combined in a fixed order, vectorisable and
+ * the same for every row of n keys. */
+static inline __attribute__((always_inline)) float softmax_row(float *s, int n, float divisor)
 {
-    return gptc_exp(x);
-}
-
-/* Turn a row of scores into exp(score - m') in place for the online
- * softmax: n valid keys (the rest are masked), running maximum *m and sum
- * *l updated; returns the factor the row's output must be scaled by. */
-static inline __attribute__((always_inline)) float softmax_update(
-    float *sr, int n, float divisor, float *m, float *l)
-{
-    /* divided, not multiplied by a reciprocal, as the book writes it; the
-     * masked keys get -inf, whose exponential is exactly 0 */
-    for (int c = 0; c < K_BLOCK; c++) sr[c] = sr[c] / divisor;
-    for (int c = n; c < K_BLOCK; c++) sr[c] = -INFINITY;
-    /* maximum and sum over LANES interleaved partial results combined in
-     * a fixed order: vectorisable, and the same for every row */
+    const int width = (n + K_BLOCK - 1) / K_BLOCK * K_BLOCK;
+    /* divided, not multiplied by a reciprocal, as the book writes it */
+    for (int c = 0; c < n; c++) s[c] = s[c] / divisor;
+    /* overwritten, not masked by arithmetic: a key not yet stored may hold
+     * NaN, and its score must not reach the maximum */
+    for (int c = n; c < width; c++) s[c] = -INFINITY;
     float lane[LANES];
-    for (int u = 0; u < LANES; u++) lane[u] = sr[u];
-    for (int c = LANES; c < K_BLOCK; c += LANES) {
-        for (int u = 0; u < LANES; u++) lane[u] = sr[c + u] > lane[u] ? sr[c + u] : lane[u];
+    for (int u = 0; u < LANES; u++) lane[u] = s[u];
+    for (int c = LANES; c < width; c += LANES) {
+        for (int u = 0; u < LANES; u++) lane[u] = s[c + u] > lane[u] ? s[c + u] : lane[u];
     }
-    float block_max = lane[0];
-    for (int u = 1; u < LANES; u++) block_max = lane[u] > block_max ? lane[u] : block_max;
-    const float m_new = block_max > *m ? block_max : *m;
-    const float corr = exp_nonpositive(*m - m_new);   /* 0 on the first block */
-    for (int c = 0; c < K_BLOCK; c++) sr[c] = exp_nonpositive(sr[c] - m_new);
-    for (int u = 0; u < LANES; u++) lane[u] = sr[u];
-    for (int c = LANES; c < K_BLOCK; c += LANES) {
-        for (int u = 0; u < LANES; u++) lane[u] += sr[c + u];
+    float m = lane[0];
+    for (int u = 1; u < LANES; u++) m = lane[u] > m ? lane[u] : m;
+    /* e^x for x <= 0 (gptc_exp, internal.h, whose straight-line arithmetic
+     * vectorises); the masked -inf gives 0 */
+    for (int c = 0; c < width; c++) s[c] = gptc_exp(s[c] - m);
+    for (int u = 0; u < LANES; u++) lane[u] = s[u];
+    for (int c = LANES; c < width; c += LANES) {
+        for (int u = 0; u < LANES; u++) lane[u] += s[c + u];
     }
-    float block_sum = lane[0];
-    for (int u = 1; u < LANES; u++) block_sum += lane[u];
-    *m = m_new;
-    *l = *l * corr + block_sum;
-    return corr;
+    float sum = lane[0];
+    for (int u = 1; u < LANES; u++) sum += lane[u];
+    return sum;
 }
 
-static inline __attribute__((always_inline)) void scale_row(float *o, float f, int HS)
+static inline __attribute__((always_inline)) void zero_row(float *o, int HS)
 {
-    if (f != 1.0f) {
-        for (int d = 0; d < HS; d++) o[d] *= f;
-    }
+    for (int d = 0; d < HS; d++) o[d] = 0.0f;
+}
+
+static inline __attribute__((always_inline)) void divide_row(float *o, float l, int HS)
+{
+    for (int d = 0; d < HS; d++) o[d] /= l;
 }
 
 /* The vector parts of a task, defined below once per instruction set (on
- * vectors of ATT_VEC floats): scores of a 4-row tile and of one row;
- * output updates of a 4-row tile and of one row. */
-typedef void (*scores_tile_fn)(float *s, const float *const *q, const float *kt, int HS);
+ * vectors of ATT_VEC floats): scores of a 4-row tile over one key block
+ * (rows lds floats apart) and of one row; output sums of a 4-row tile (its
+ * p rows lds floats apart) and of one row. */
+typedef void (*scores_tile_fn)(float *s, size_t lds, const float *const *q, const float *kt,
+                               int HS);
 typedef void (*scores_row_fn)(float *s, const float *q, const float *kt, int HS);
-typedef void (*values_tile_fn)(float *const *o, const float *p, const float *v, size_t ldv,
-                               int n, int HS);
+typedef void (*values_tile_fn)(float *const *o, const float *p, size_t lds, const float *v,
+                               size_t ldv, int n, int HS);
 typedef void (*values_row_fn)(float *o, const float *p, const float *v, size_t ldv, int c0,
                               int n, int HS);
 
@@ -112,87 +120,56 @@ static inline __attribute__((always_inline)) void flash_task_body(
     scores_tile_fn scores_tile, scores_row_fn scores_row, values_tile_fn values_tile,
     values_row_fn values_row)
 {
-    const int C = pb->C, HS = pb->HS;
-    const int first = pb->past + row0;          /* position of the first row */
-    const int last = first + nrows - 1;         /* and of the last */
-    float *kt = scratch;                        /* [HS][K_BLOCK] */
-    float *st = kt + (size_t)HS * K_BLOCK;      /* [ROW_TILE][K_BLOCK] scores */
-    float *m = st + (size_t)ROW_TILE * K_BLOCK; /* running maximum per row */
-    float *l = m + Q_BLOCK;                     /* running sum per row */
-    const int NH = C / HS;
-    /* the keys of (b, h): rows of C floats, or k_blocks transposed blocks */
-    const float *kb = pb->k_blocks > 0
-                          ? pb->k + ((size_t)b * NH + h) * (size_t)pb->k_blocks * HS * K_BLOCK
-                          : pb->k + (size_t)b * pb->kv_batch_stride + (size_t)h * HS;
+    const int C = pb->C, HS = pb->HS, NH = C / HS;
+    const int first = pb->past + row0;   /* position of the first row */
+    /* a row of scores per row of the tile, as wide as the blocks of keys
+     * the last position sees */
+    const size_t lds = gptc_flash_score_stride(pb->past + pb->Tq);
+    const size_t block_floats = (size_t)HS * K_BLOCK;
+    const float *kb = pb->k + ((size_t)b * NH + h) * (size_t)pb->k_blocks * block_floats;
     const float *vb = pb->v + (size_t)b * pb->kv_batch_stride + (size_t)h * HS;
     const float *q0 = pb->q + ((size_t)b * pb->Tq + row0) * C + (size_t)h * HS;
     float *o0 = pb->out + ((size_t)b * pb->Tq + row0) * C + (size_t)h * HS;
 
-    for (int r = 0; r < nrows; r++) {
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
-        float *o = o0 + (size_t)r * C;
-        for (int d = 0; d < HS; d++) o[d] = 0.0f;
+    int r = 0;
+    for (; r + ROW_TILE <= nrows; r += ROW_TILE) {
+        int n[ROW_TILE];   /* row rr sees keys 0 .. n[rr] - 1 */
+        const float *qt[ROW_TILE];
+        float *ot[ROW_TILE];
+        for (int rr = 0; rr < ROW_TILE; rr++) {
+            n[rr] = first + r + rr + 1;
+            qt[rr] = q0 + (size_t)(r + rr) * C;
+            ot[rr] = o0 + (size_t)(r + rr) * C;
+        }
+        const int blocks = (n[ROW_TILE - 1] + K_BLOCK - 1) / K_BLOCK;
+        for (int j = 0; j < blocks; j++) {
+            scores_tile(scratch + (size_t)j * K_BLOCK, lds, qt, kb + (size_t)j * block_floats,
+                        HS);
+        }
+        float l[ROW_TILE];
+        for (int rr = 0; rr < ROW_TILE; rr++) {
+            l[rr] = softmax_row(scratch + (size_t)rr * lds, n[rr], pb->divisor);
+            zero_row(ot[rr], HS);
+        }
+        /* the keys all four rows see together, then each row's rest */
+        values_tile(ot, scratch, lds, vb, (size_t)C, n[0], HS);
+        for (int rr = 1; rr < ROW_TILE; rr++) {
+            values_row(ot[rr], scratch + (size_t)rr * lds, vb, (size_t)C, n[0], n[rr], HS);
+        }
+        for (int rr = 0; rr < ROW_TILE; rr++) divide_row(ot[rr], l[rr], HS);
     }
-    for (int j0 = 0; j0 <= last; j0 += K_BLOCK) {
-        const int bk = last + 1 - j0 < K_BLOCK ? last + 1 - j0 : K_BLOCK;
-        /* the key block, transposed so that a score row is a sum of
-         * K_BLOCK-wide multiply-adds: as the cache holds it, or transposed
-         * here with zeros past the block. Either way a column past the
-         * keys a row sees only gives a score that softmax_update masks. */
-        const float *ktj = kt;
-        if (pb->k_blocks > 0) {
-            ktj = kb + (size_t)(j0 / K_BLOCK) * HS * K_BLOCK;
-        } else {
-            for (int d = 0; d < HS; d++) {
-                float *ktd = kt + (size_t)d * K_BLOCK;
-                for (int c = 0; c < bk; c++) ktd[c] = kb[(size_t)(j0 + c) * C + d];
-                for (int c = bk; c < K_BLOCK; c++) ktd[c] = 0.0f;
-            }
-        }
-        /* rows before position j0 see none of this block; row r sees
-         * keys j0 .. first + r of it, at most bk */
-        const float *vj = vb + (size_t)j0 * C;
-        int r = j0 > first ? j0 - first : 0;
-        for (; r + ROW_TILE <= nrows; r += ROW_TILE) {
-            int n[ROW_TILE];
-            for (int rr = 0; rr < ROW_TILE; rr++) {
-                int seen = first + r + rr - j0 + 1;
-                n[rr] = seen < bk ? seen : bk;
-            }
-            const float *qt[ROW_TILE];
-            float *ot[ROW_TILE];
-            for (int rr = 0; rr < ROW_TILE; rr++) {
-                qt[rr] = q0 + (size_t)(r + rr) * C;
-                ot[rr] = o0 + (size_t)(r + rr) * C;
-            }
-            scores_tile(st, qt, ktj, HS);
-            for (int rr = 0; rr < ROW_TILE; rr++) {
-                float corr = softmax_update(st + (size_t)rr * K_BLOCK, n[rr], pb->divisor,
-                                            &m[r + rr], &l[r + rr]);
-                scale_row(ot[rr], corr, HS);
-            }
-            /* the keys all four rows see together, then each row's rest
-             * (they differ only in the diagonal block) */
-            values_tile(ot, st, vj, (size_t)C, n[0], HS);
-            for (int rr = 1; rr < ROW_TILE; rr++) {
-                values_row(ot[rr], st + (size_t)rr * K_BLOCK, vj, (size_t)C, n[0], n[rr], HS);
-            }
-        }
-        for (; r < nrows; r++) {
-            int seen = first + r - j0 + 1;
-            int n = seen < bk ? seen : bk;
-            float *o = o0 + (size_t)r * C;
-            scores_row(st, q0 + (size_t)r * C, ktj, HS);
-            float corr = softmax_update(st, n, pb->divisor, &m[r], &l[r]);
-            scale_row(o, corr, HS);
-            values_row(o, st, vj, (size_t)C, 0, n, HS);
-        }
-    }
-    for (int r = 0; r < nrows; r++) {
+    for (; r < nrows; r++) {
+        const int n = first + r + 1;
+        const float *q = q0 + (size_t)r * C;
         float *o = o0 + (size_t)r * C;
-        const float sum = l[r];
-        for (int d = 0; d < HS; d++) o[d] /= sum;
+        const int blocks = (n + K_BLOCK - 1) / K_BLOCK;
+        for (int j = 0; j < blocks; j++) {
+            scores_row(scratch + (size_t)j * K_BLOCK, q, kb + (size_t)j * block_floats, HS);
+        }
+        const float l = softmax_row(scratch, n, pb->divisor);
+        zero_row(o, HS);
+        values_row(o, scratch, vb, (size_t)C, 0, n, HS);
+        divide_row(o, l, HS);
     }
 }
 
@@ -207,9 +184,9 @@ _Static_assert(K_BLOCK % CHUNK == 0, "K_BLOCK must be a multiple of two vectors"
 _Static_assert(ROW_TILE == 4, "the tiles are written for 4 rows");
 
 /* s[r][c] = q_r . kt[:, c] for the 4 rows q[0..3], all K_BLOCK columns (row
- * r of s at s + r * K_BLOCK; kt is [HS][K_BLOCK]). */
+ * r of s at s + r * lds; kt is [HS][K_BLOCK]). */
 ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(scores_tile)(
-    float *s, const float *const *q, const float *kt, int HS)
+    float *s, size_t lds, const float *const *q, const float *kt, int HS)
 {
     const float *q0 = q[0], *q1 = q[1], *q2 = q[2], *q3 = q[3];
     for (int c0 = 0; c0 < K_BLOCK; c0 += CHUNK) {
@@ -229,12 +206,12 @@ ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(scores_til
         }
         VSTORE(s + c0, a0);
         VSTORE(s + c0 + ATT_VEC, b0);
-        VSTORE(s + K_BLOCK + c0, a1);
-        VSTORE(s + K_BLOCK + c0 + ATT_VEC, b1);
-        VSTORE(s + 2 * K_BLOCK + c0, a2);
-        VSTORE(s + 2 * K_BLOCK + c0 + ATT_VEC, b2);
-        VSTORE(s + 3 * K_BLOCK + c0, a3);
-        VSTORE(s + 3 * K_BLOCK + c0 + ATT_VEC, b3);
+        VSTORE(s + lds + c0, a1);
+        VSTORE(s + lds + c0 + ATT_VEC, b1);
+        VSTORE(s + 2 * lds + c0, a2);
+        VSTORE(s + 2 * lds + c0 + ATT_VEC, b2);
+        VSTORE(s + 3 * lds + c0, a3);
+        VSTORE(s + 3 * lds + c0 + ATT_VEC, b3);
     }
 }
 
@@ -275,13 +252,13 @@ ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(store_part
     memcpy(p, v, (size_t)w * sizeof(float));
 }
 
-/* o_r += sum_{c < n} p_r[c] v_c for the 4 rows o[0..3] (p_r at
- * p + r * K_BLOCK; value c at v + c * ldv). */
+/* o_r += sum_{c < n} p_r[c] v_c for the 4 rows o[0..3] (p_r at p + r * lds;
+ * value c at v + c * ldv). */
 ATT_TARGET static inline __attribute__((always_inline)) void ATT_NAME(values_tile)(
-    float *const *o, const float *p, const float *v, size_t ldv, int n, int HS)
+    float *const *o, const float *p, size_t lds, const float *v, size_t ldv, int n, int HS)
 {
     float *o0 = o[0], *o1 = o[1], *o2 = o[2], *o3 = o[3];
-    const float *p0 = p, *p1 = p + K_BLOCK, *p2 = p + 2 * K_BLOCK, *p3 = p + 3 * K_BLOCK;
+    const float *p0 = p, *p1 = p + lds, *p2 = p + 2 * lds, *p3 = p + 3 * lds;
     int d0 = 0;
     for (; d0 + CHUNK <= HS; d0 += CHUNK) {
         VEC a0, b0, a1, b1, a2, b2, a3, b3;

@@ -337,8 +337,8 @@ PyObject *py_attention_cached(PyObject *self, PyObject *args)
     if (out == NULL) return NULL;
     int HS = (int)(C / num_heads);
     int nthreads = gptc_get_num_threads();
-    float *scratch = PyMem_Malloc(gptc_attention_cached_scratch_floats(HS, nthreads) *
-                                  sizeof(float));
+    float *scratch = PyMem_Malloc(
+        gptc_attention_cached_scratch_floats((int)B, (int)cap, (int)C, nthreads) * sizeof(float));
     if (scratch == NULL) {
         Py_DECREF(out);
         return PyErr_NoMemory();

@@ -955,7 +955,7 @@ static void run_attention(float *out, const float *q, const float *k, const floa
                           gptc_key_layout layout)
 {
     const int nthreads = gptc_get_num_threads(), C = NH * HS;
-    float *scratch = guarded_floats(gptc_attention_cached_scratch_floats(HS, nthreads));
+    float *scratch = guarded_floats(gptc_attention_cached_scratch_floats(B, capacity, C, nthreads));
     const float *keys = k;
     if (layout == GPTC_KEYS_IN_BLOCKS) {
         const size_t per_row = gptc_key_blocks_floats(1, capacity, C);
