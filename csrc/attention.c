@@ -52,9 +52,10 @@ static int key_block_count(int positions)
 
 size_t gptc_attention_cached_scratch_floats(int B, int capacity, int C, int nthreads)
 {
-    /* a tile's scores per thread, and the keys in blocks when they come as rows */
+    /* a tile's scores per thread; when the keys and values come as rows,
+     * the keys in blocks and the values of each head side by side */
     return (size_t)nthreads * gptc_flash_scratch_floats(capacity) +
-           gptc_key_blocks_floats(B, capacity, C);
+           gptc_key_blocks_floats(B, capacity, C) + (size_t)B * capacity * C;
 }
 
 /* Tasks of query blocks, one head after another, each head's last (and
@@ -106,6 +107,29 @@ static void keys_to_blocks(float *blocks, int nblocks, const float *k, size_t ba
     }
 }
 
+/* The value rows of positions 0 .. count - 1 (row t of batch row b at
+ * v + b * batch_stride + t * C) copied head by head: head h of batch row b
+ * into count rows of HS floats at by_head + (b * NH + h) * count * HS. The
+ * kernel reads a head's values a few features at a time down the
+ * positions; rows C floats apart (3 KB for GPT-2) fall into a few sets of
+ * the L1 cache, and that walk missed it at almost every step. */
+static void values_by_head(float *by_head, const float *v, size_t batch_stride, int B,
+                           int count, int NH, int HS, int nthreads)
+{
+    const int C = NH * HS;
+    const double work OMP_CLAUSE_ONLY = (double)B * count * C;
+#pragma omp parallel for schedule(static) num_threads(nthreads) \
+    if (work >= GPTC_PARALLEL_MIN_WORK && nthreads > 1 && B * NH > 1)
+    for (int bh = 0; bh < B * NH; bh++) {
+        const int b = bh / NH, h = bh % NH;
+        float *own = by_head + (size_t)bh * count * HS;
+        for (int t = 0; t < count; t++) {
+            memcpy(own + (size_t)t * HS, v + (size_t)b * batch_stride + (size_t)t * C + (size_t)h * HS,
+                   (size_t)HS * sizeof(float));
+        }
+    }
+}
+
 void gptc_attention_cached_forward(float *out, const float *q, const float *k_cache,
                                    const float *v_cache, int B, int Tq, int past,
                                    int capacity, gptc_key_layout key_layout, int NH, int HS,
@@ -115,17 +139,25 @@ void gptc_attention_cached_forward(float *out, const float *q, const float *k_ca
     const size_t per_thread = gptc_flash_scratch_floats(capacity);
     gptc_flash_problem pb = {
         .out = out, .q = q, .k = k_cache, .v = v_cache, .Tq = Tq, .past = past, .C = C,
-        .HS = HS, .kv_batch_stride = (size_t)capacity * C,
-        .k_blocks = key_block_count(capacity), .divisor = sqrtf((float)HS),
+        .HS = HS, .v_batch_stride = (size_t)capacity * C, .v_head_stride = (size_t)HS,
+        .v_row_stride = (size_t)C, .k_blocks = key_block_count(capacity),
+        .divisor = sqrtf((float)HS),
     };
     if (key_layout == GPTC_KEYS_AS_ROWS) {
         /* the blocks of the keys in use, after the threads' scores; the
          * last block's columns past them are zeros (their scores are masked,
-         * but nothing reads memory never written) */
+         * but nothing reads memory never written); then the values in use,
+         * head by head */
         float *blocks = scratch + (size_t)nthreads * per_thread;
         const int nblocks = key_block_count(keys);
-        keys_to_blocks(blocks, nblocks, k_cache, pb.kv_batch_stride, B, 0, keys, NH, HS,
-                       nthreads);
+        const size_t rows_stride = (size_t)capacity * C;
+        keys_to_blocks(blocks, nblocks, k_cache, rows_stride, B, 0, keys, NH, HS, nthreads);
+        float *by_head = blocks + gptc_key_blocks_floats(B, capacity, C);
+        values_by_head(by_head, v_cache, rows_stride, B, keys, NH, HS, nthreads);
+        pb.v = by_head;
+        pb.v_batch_stride = (size_t)NH * keys * HS;
+        pb.v_head_stride = (size_t)keys * HS;
+        pb.v_row_stride = (size_t)HS;
         for (int bh = 0; bh < B * NH; bh++) {
             float *last = blocks + ((size_t)bh * nblocks + nblocks - 1) * HS * GPTC_ATT_K_BLOCK;
             for (int d = 0; d < HS; d++) {

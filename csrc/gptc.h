@@ -261,8 +261,9 @@ void gptc_dropout_backward(float *dinp, const float *dout, const float *noise, s
  * with q's own k and v as the caches (capacity = Tq); row i of out is what
  * it gives for position i of the whole sequence, bit for bit, whatever Tq
  * and past. scratch must hold gptc_attention_cached_scratch_floats(B,
- * capacity, NH * HS, nthreads) floats (room for the keys in blocks too,
- * which the kernel makes there when they come as rows).
+ * capacity, NH * HS, nthreads) floats (room for the keys in blocks and the
+ * values head by head too, which the kernel makes there when the keys come
+ * as rows).
  *
  * With key_layout GPTC_KEYS_IN_BLOCKS the key cache is in the kernel's own
  * layout instead, written by gptc_store_key_blocks: per batch row and head,

@@ -109,14 +109,16 @@ typedef void (*gptc_rows_int8_fn)(float *out, gptc_int8_rows x, gptc_int8_rows w
 
 /* One problem: queries of Tq new positions past, ..., past + Tq - 1 (rows
  * of q and out, B * Tq of them, row stride C) over keys and values
- * 0 .. past + Tq - 1: batch b's value rows start at v + b * kv_batch_stride,
- * its keys are k_blocks transposed blocks per head (gptc_store_key_blocks),
- * batch row b and head h at block (b * NH + h) * k_blocks. */
+ * 0 .. past + Tq - 1. The values of batch row b, head h, position j are the
+ * HS floats at v + b * v_batch_stride + h * v_head_stride + j * v_row_stride
+ * (rows of C floats, or each head's rows side by side); the keys are
+ * k_blocks transposed blocks per head (gptc_store_key_blocks), batch row b
+ * and head h at block (b * NH + h) * k_blocks. */
 typedef struct gptc_flash_problem {
     float *out;
     const float *q, *k, *v;
     int Tq, past, C, HS;
-    size_t kv_batch_stride;    /* of v */
+    size_t v_batch_stride, v_head_stride, v_row_stride;
     int k_blocks;
     float divisor;             /* sqrt(HS) */
 } gptc_flash_problem;

@@ -127,7 +127,8 @@ static inline __attribute__((always_inline)) void flash_task_body(
     const size_t lds = gptc_flash_score_stride(pb->past + pb->Tq);
     const size_t block_floats = (size_t)HS * K_BLOCK;
     const float *kb = pb->k + ((size_t)b * NH + h) * (size_t)pb->k_blocks * block_floats;
-    const float *vb = pb->v + (size_t)b * pb->kv_batch_stride + (size_t)h * HS;
+    const float *vb = pb->v + (size_t)b * pb->v_batch_stride + (size_t)h * pb->v_head_stride;
+    const size_t ldv = pb->v_row_stride;
     const float *q0 = pb->q + ((size_t)b * pb->Tq + row0) * C + (size_t)h * HS;
     float *o0 = pb->out + ((size_t)b * pb->Tq + row0) * C + (size_t)h * HS;
 
@@ -152,9 +153,9 @@ static inline __attribute__((always_inline)) void flash_task_body(
             zero_row(ot[rr], HS);
         }
         /* the keys all four rows see together, then each row's rest */
-        values_tile(ot, scratch, lds, vb, (size_t)C, n[0], HS);
+        values_tile(ot, scratch, lds, vb, ldv, n[0], HS);
         for (int rr = 1; rr < ROW_TILE; rr++) {
-            values_row(ot[rr], scratch + (size_t)rr * lds, vb, (size_t)C, n[0], n[rr], HS);
+            values_row(ot[rr], scratch + (size_t)rr * lds, vb, ldv, n[0], n[rr], HS);
         }
         for (int rr = 0; rr < ROW_TILE; rr++) divide_row(ot[rr], l[rr], HS);
     }
@@ -168,7 +169,7 @@ static inline __attribute__((always_inline)) void flash_task_body(
         }
         const float l = softmax_row(scratch, n, pb->divisor);
         zero_row(o, HS);
-        values_row(o, scratch, vb, (size_t)C, 0, n, HS);
+        values_row(o, scratch, vb, ldv, 0, n, HS);
         divide_row(o, l, HS);
     }
 }
