@@ -86,7 +86,9 @@ typedef void (*gptc_pack_int8_fn)(float *dst, ptrdiff_t ld, gptc_int8_rows src, 
  * be NULL. Each output is summed in one fixed order, so a row computed
  * alone equals the same row computed among others.
  * ---------------------------------------------------------------------- */
-#define GPTC_ROWS_MAX_NR 4   /* W rows per tile, at most: the driver's chunks are multiples */
+/* Every tile width of every kernel divides this: the driver's chunks of
+ * columns are multiples, so only the end of W is ever short of a tile. */
+#define GPTC_ROWS_MAX_NR 12
 typedef void (*gptc_rows_fn)(float *out, const float *x, const void *w, const float *bias,
                              int M, int K, int N, int n0, int n1, int accumulate);
 

@@ -373,12 +373,13 @@ typedef struct {
     int N, accumulate, gelu;
 } rows_product;
 
-/* The columns of a product per chunk: N / (4 threads) rounded up to whole
- * tiles, at least 16. */
+/* The columns of a product per chunk: N / (4 threads), at least 16,
+ * rounded up to whole tiles of every width. */
 static int rows_chunk(int N, int nthreads)
 {
     int chunk = N / (nthreads * 4);
-    return chunk < 16 ? 16 : (chunk + GPTC_ROWS_MAX_NR - 1) / GPTC_ROWS_MAX_NR * GPTC_ROWS_MAX_NR;
+    if (chunk < 16) chunk = 16;
+    return (chunk + GPTC_ROWS_MAX_NR - 1) / GPTC_ROWS_MAX_NR * GPTC_ROWS_MAX_NR;
 }
 
 #define ROWS_MAX_PRODUCTS 4   /* per loop; a larger group takes several */

@@ -22,6 +22,7 @@ def test_kernel_is_correct_and_stays_inside_its_operands(isa):
     # rows than one band (768), reductions longer than one slab (4096 steps,
     # the last slab ragged or of one step).
     for m, k, n in [(1, 1, 1), (4, 8, 4), (5, 17, 3), (4, 3072, 768), (8, 768, 768),
+                    (2, 40, 9), (2, 768, 50), (6, 100, 14), (3, 24, 13), (1, 9, 27),
                     (3, 15, 2), (7, 33, 5), (13, 77, 31), (1, 768, 50), (16, 16, 16),
                     (37, 100, 45), (12, 256, 32), (25, 600, 97), (64, 768, 129),
                     (200, 1, 3), (50, 513, 1), (1000, 40, 33), (40, 8500, 37),
@@ -58,3 +59,21 @@ def test_kernel_is_correct_and_stays_inside_its_operands(isa):
         worst = max(worst, float(np.abs(acc - (before + ref16)).max() / scale16))
     print(f"{isa}: max error relative to output scale {worst:.3g}")
     assert worst < 1e-5
+
+
+def test_few_rows_give_each_row_what_it_gets_alone(isa):
+    """Below every kernel set's packed threshold (8 rows), each row of a product equals
+    the same row multiplied alone, bit for bit, for float32 and bfloat16 weights: a
+    decode step (one row) sees what the same position sees in a small batch, whatever
+    tile shape each count of rows takes."""
+    rng = np.random.default_rng(3)
+    for k, n in [(768, 50), (37, 29), (8, 12)]:
+        w = rng.normal(size=(n, k)).astype(np.float32)
+        b = rng.normal(size=n).astype(np.float32)
+        for weight in (w, gptc._C.to_bfloat16(w)):
+            x = rng.normal(size=(7, k)).astype(np.float32)
+            alone = np.concatenate([gptc._C.linear(x[i:i + 1], weight, b) for i in range(7)])
+            for m in range(1, 8):
+                np.testing.assert_array_equal(gptc._C.linear(x[:m], weight, b), alone[:m],
+                                              err_msg=f"{isa}: {m} rows, K={k}, N={n}, "
+                                                      f"{weight.dtype}")

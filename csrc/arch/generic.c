@@ -80,66 +80,61 @@ static inline __attribute__((always_inline)) float sum_lanes(const float *acc)
     return s;
 }
 
-static inline __attribute__((always_inline)) float dot_body(const float *x, const void *w,
-                                                            int K, weight_at_fn at)
+/* rows x rows by wrows W rows (constants where it is inlined), each output
+ * one chain: LANES sums over the steps, then the lanes summed, then the
+ * last K % LANES products. */
+static inline __attribute__((always_inline)) void tile_body(
+    float *out, int N, const float *bias, int accumulate, const float *x, const void *w, int K,
+    weight_at_fn at, const int rows, const int wrows)
 {
-    float acc[LANES] = {0};
-    int k = 0;
-    for (; k + LANES <= K; k += LANES) {
-        for (int u = 0; u < LANES; u++) acc[u] += x[k + u] * at(w, (size_t)(k + u));
-    }
-    float s = sum_lanes(acc);
-    for (; k < K; k++) s += x[k] * at(w, (size_t)k);
-    return s;
-}
-
-static inline __attribute__((always_inline)) void tile_body(float *res, const float *x,
-                                                            const void *w, int K,
-                                                            weight_at_fn at)
-{
-    float acc[ROWS_MR][ROWS_NR][LANES];
+    float acc[ROWS_MR][ROWS_WIDEST][LANES];
     memset(acc, 0, sizeof(acc));
     int k = 0;
     for (; k + LANES <= K; k += LANES) {
-        for (int i = 0; i < ROWS_MR; i++) {
-            for (int j = 0; j < ROWS_NR; j++) {
+        for (int i = 0; i < rows; i++) {
+            for (int j = 0; j < wrows; j++) {
                 for (int u = 0; u < LANES; u++) {
                     acc[i][j][u] += x[(size_t)i * K + k + u] * at(w, (size_t)j * K + k + u);
                 }
             }
         }
     }
-    for (int i = 0; i < ROWS_MR; i++) {
-        for (int j = 0; j < ROWS_NR; j++) {
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < wrows; j++) {
             float s = sum_lanes(acc[i][j]);
             for (int kk = k; kk < K; kk++) s += x[(size_t)i * K + kk] * at(w, (size_t)j * K + kk);
-            res[i * ROWS_NR + j] = s;
+            rows_store(out, N, i, j, s, bias, accumulate);
         }
     }
 }
 
-static float dot_f32(const float *x, const void *w, int K) { return dot_body(x, w, K, f32_at); }
-static float dot_bf16(const float *x, const void *w, int K) { return dot_body(x, w, K, bf16_at); }
-static void tile_f32(float *res, const float *x, const void *w, int K)
+#define TILE_F32_SHAPE(rows, wrows) \
+    tile_body(out, N, bias, accumulate, x, w, K, f32_at, rows, wrows)
+#define TILE_BF16_SHAPE(rows, wrows) \
+    tile_body(out, N, bias, accumulate, x, w, K, bf16_at, rows, wrows)
+
+static void tile_f32(float *out, int N, const float *bias, int accumulate, const float *x,
+                     const void *w, int K, int rows, int wrows)
 {
-    tile_body(res, x, w, K, f32_at);
+    ROWS_TILE_BY_SHAPE(TILE_F32_SHAPE, rows, wrows);
 }
-static void tile_bf16(float *res, const float *x, const void *w, int K)
+
+static void tile_bf16(float *out, int N, const float *bias, int accumulate, const float *x,
+                      const void *w, int K, int rows, int wrows)
 {
-    tile_body(res, x, w, K, bf16_at);
+    ROWS_TILE_BY_SHAPE(TILE_BF16_SHAPE, rows, wrows);
 }
 
 static void rows_f32(float *out, const float *x, const void *w, const float *bias, int M,
                      int K, int N, int n0, int n1, int accumulate)
 {
-    rows_body(out, x, w, sizeof(float), bias, M, K, N, n0, n1, accumulate, tile_f32, dot_f32);
+    rows_body(out, x, w, sizeof(float), bias, M, K, N, n0, n1, accumulate, tile_f32);
 }
 
 static void rows_bf16(float *out, const float *x, const void *w, const float *bias, int M,
                       int K, int N, int n0, int n1, int accumulate)
 {
-    rows_body(out, x, w, sizeof(uint16_t), bias, M, K, N, n0, n1, accumulate, tile_bf16,
-              dot_bf16);
+    rows_body(out, x, w, sizeof(uint16_t), bias, M, K, N, n0, n1, accumulate, tile_bf16);
 }
 
 /* ---- int8 weights ---- */

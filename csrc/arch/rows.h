@@ -20,64 +20,99 @@
 
 #include "../kernels.h"
 
-/* The tile: ROWS_MR x rows by ROWS_NR W rows. A file of csrc/arch/ may
- * define a wider ROWS_NR (at most GPTC_ROWS_MAX_NR) before including this,
- * to fit its register file. */
+/* The tiles: up to ROWS_MR x rows by ROWS_NR W rows, and for a product of
+ * one or two rows (a decode step) up to 2 x rows by ROWS_FEW_NR W rows. A
+ * file of csrc/arch/ may define others (widths that divide
+ * GPTC_ROWS_MAX_NR) before including this, to fit its register file. With one x row
+ * there is one x vector per step to share, so the more W rows a tile
+ * holds the fewer loads each multiply-add needs, and each W row is its
+ * own chain of multiply-adds, so more W rows also hide more of their
+ * latency. */
 #define ROWS_MR 4
 #ifndef ROWS_NR
 #define ROWS_NR 2
 #endif
-_Static_assert(GPTC_ROWS_MAX_NR % ROWS_NR == 0, "the driver's column chunks hold whole tiles");
+#ifndef ROWS_FEW_NR
+#define ROWS_FEW_NR 4
+#endif
+_Static_assert(GPTC_ROWS_MAX_NR % ROWS_NR == 0 && GPTC_ROWS_MAX_NR % ROWS_FEW_NR == 0,
+               "the driver's column chunks hold whole tiles");
+#define ROWS_WIDEST (ROWS_NR > ROWS_FEW_NR ? ROWS_NR : ROWS_FEW_NR)
 
-/* res[i * ROWS_NR + j] = x_i . w_j for x rows x + i * K and W rows j of w
- * (element type known to the kernel). */
-typedef void (*rows_tile_fn)(float *res, const float *x, const void *w, int K);
-/* x . w for one row of each. */
-typedef float (*rows_dot_fn)(const float *x, const void *w, int K);
+/* For the x rows i < rows at x + i * K and the W rows j < wrows of w
+ * (element type known to the kernel), with (rows, wrows) one of the shapes
+ * rows_body asks for (rows <= 2 by ROWS_FEW_NR, rows <= ROWS_MR by ROWS_NR,
+ * or rows by 1):
+ *   out[i * N + j] (= or +=) x_i . w_j + bias[j]      (bias may be NULL)
+ * The tile stores its own results, where the shape is a constant and the
+ * stores are unrolled: with a loop over a variable shape the stores took
+ * about a twentieth of a 4-row product held in L2. */
+typedef void (*rows_tile_fn)(float *out, int N, const float *bias, int accumulate,
+                             const float *x, const void *w, int K, int rows, int wrows);
 
-/* out[m * N + j] (= or +=) value + bias[j]: how every kernel stores. */
-static inline __attribute__((always_inline)) void rows_store(float *out, int N, int m, int j,
+/* out[i * N + j] (= or +=) value + bias[j]: how every tile stores. */
+static inline __attribute__((always_inline)) void rows_store(float *out, int N, int i, int j,
                                                              float value, const float *bias,
                                                              int accumulate)
 {
-    float *o = out + (size_t)m * N + j;
+    float *o = out + (size_t)i * N + j;
     float v = value + (bias != NULL ? bias[j] : 0.0f);
     *o = accumulate ? *o + v : v;
 }
 
-/* The kernel, with `tile` and `dot` compile-time constants at every call
- * site so that they are inlined; w_elem is the byte size of one weight. */
+/* The kernel: tiles of W rows across the columns n0 .. n1 (the chunks hold
+ * whole tiles; a W row short of one, only at the end of W, goes alone),
+ * and within each tile the x rows ROWS_MR at a time, so that a tile of W
+ * rows is read from memory once and stays in L1 while every x row meets
+ * it. With a few dozen rows or fewer this streams each weight exactly
+ * once, which is what a product bound by memory bandwidth needs (packing
+ * W into panels first would read it twice). Each output is the same chain
+ * of operations in every tile shape, so a row computed alone equals the
+ * same row computed among others. w_elem is the byte size of one weight. */
 static inline __attribute__((always_inline)) void rows_body(
     float *out, const float *x, const void *w, size_t w_elem, const float *bias, int M, int K,
-    int N, int n0, int n1, int accumulate, rows_tile_fn tile, rows_dot_fn dot)
+    int N, int n0, int n1, int accumulate, rows_tile_fn tile)
 {
-    const char *wb = (const char *)w;
     const size_t row_bytes = (size_t)K * w_elem;
-#define ROWS_STORE(m, j, value) rows_store(out, N, (m), (j), (value), bias, accumulate)
-    int n = n0;
-    for (; n + ROWS_NR <= n1; n += ROWS_NR) {
-        const char *wn = wb + (size_t)n * row_bytes;
-        int m = 0;
-        for (; m + ROWS_MR <= M; m += ROWS_MR) {
-            float res[ROWS_MR * ROWS_NR];
-            tile(res, x + (size_t)m * K, wn, K);
-            for (int i = 0; i < ROWS_MR; i++) {
-                for (int j = 0; j < ROWS_NR; j++) ROWS_STORE(m + i, n + j, res[i * ROWS_NR + j]);
-            }
+    const int nr = M <= 2 ? ROWS_FEW_NR : ROWS_NR;
+    const int n_whole = n0 + (n1 - n0) / nr * nr;   /* whole tiles end here */
+    for (int n = n0; n < n1;) {
+        const int wrows = n < n_whole ? nr : 1;
+        const char *wn = (const char *)w + (size_t)n * row_bytes;
+        for (int m = 0; m < M; m += ROWS_MR) {
+            const int rows = M - m < ROWS_MR ? M - m : ROWS_MR;
+            tile(out + (size_t)m * N + n, N, bias != NULL ? bias + n : NULL, accumulate,
+                 x + (size_t)m * K, wn, K, rows, wrows);
         }
-        for (; m < M; m++) {
-            for (int j = 0; j < ROWS_NR; j++) {
-                ROWS_STORE(m, n + j, dot(x + (size_t)m * K, wn + j * row_bytes, K));
-            }
-        }
+        n += wrows;
     }
-    for (; n < n1; n++) {
-        for (int m = 0; m < M; m++) {
-            ROWS_STORE(m, n, dot(x + (size_t)m * K, wb + (size_t)n * row_bytes, K));
-        }
-    }
-#undef ROWS_STORE
 }
+
+/* A tile function's body: body(rows, wrows), a macro expanding to an
+ * always-inline call with the shape as constants, unrolled for each of the
+ * shapes rows_body asks for, chosen once per tile. */
+#define ROWS_TILE_BY_SHAPE(body, rows, wrows)                                  \
+    do {                                                                       \
+        if ((wrows) == 1) {                                                    \
+            switch (rows) {                                                    \
+            case 1: body(1, 1); break;                                         \
+            case 2: body(2, 1); break;                                         \
+            case 3: body(3, 1); break;                                         \
+            default: body(ROWS_MR, 1); break;                                  \
+            }                                                                  \
+        } else if (ROWS_FEW_NR != ROWS_NR && (wrows) == ROWS_FEW_NR) {         \
+            if ((rows) == 1) body(1, ROWS_FEW_NR);                             \
+            else body(2, ROWS_FEW_NR);                                         \
+        } else {                                                               \
+            switch (rows) {                                                    \
+            case 1: body(1, ROWS_NR); break;                                   \
+            case 2: body(2, ROWS_NR); break;                                   \
+            case 3: body(3, ROWS_NR); break;                                   \
+            default: body(ROWS_MR, ROWS_NR); break;                            \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+_Static_assert(ROWS_MR == 4, "ROWS_TILE_BY_SHAPE has a case for each count of rows");
 
 /* ---- int8 weights (gptc_rows_int8_fn): x quantised like W ---- */
 

@@ -68,98 +68,77 @@ TARGET static inline vf bf16_pack_load(const void *src, ptrdiff_t stride, int ro
     return n == VF_LANES ? bf16_load(src, i) : bf16_load_part(src, i, n);
 }
 
-/* Four independent sums: one chain of dependent multiply-adds would wait
- * out the FMA latency at every step, and in a decode step nothing else
- * hides that wait. */
-TARGET static inline __attribute__((always_inline)) float dot_body(
-    const float *x, const void *w, size_t elem, int K, w_load_fn load, w_load_part_fn load_part)
-{
-    const int L = VF_LANES;
-    vf acc0 = vf_zero(), acc1 = vf_zero(), acc2 = vf_zero(), acc3 = vf_zero();
-    int k = 0;
-    for (; k + 4 * L <= K; k += 4 * L) {
-        /* one request per 64-byte line of W (rows.h) */
-        for (size_t b = 0; b < 4 * L * elem; b += 64)
-            rows_w_prefetch((const char *)w + (size_t)k * elem + b);
-        acc0 = vf_fma(vf_loadu(x + k), load(w, (size_t)k), acc0);
-        acc1 = vf_fma(vf_loadu(x + k + L), load(w, (size_t)(k + L)), acc1);
-        acc2 = vf_fma(vf_loadu(x + k + 2 * L), load(w, (size_t)(k + 2 * L)), acc2);
-        acc3 = vf_fma(vf_loadu(x + k + 3 * L), load(w, (size_t)(k + 3 * L)), acc3);
-    }
-    for (; k + L <= K; k += L) acc0 = vf_fma(vf_loadu(x + k), load(w, (size_t)k), acc0);
-    if (k < K) acc1 = vf_fma(vf_load_part(x + k, K - k), load_part(w, (size_t)k, K - k), acc1);
-    return vf_hsum(vf_add(vf_add(acc0, acc1), vf_add(acc2, acc3)));
-}
-
-/* ROWS_MR x rows by ROWS_NR W rows: each weight vector loaded once for
- * all the x rows, each x vector once for all the W rows. */
+/* rows x rows by wrows W rows (constants where it is inlined): each weight
+ * vector loaded once for all the x rows, each x vector once for all the W
+ * rows. Each output is one chain: a vector of sums over the steps, then
+ * its lanes summed. */
 TARGET static inline __attribute__((always_inline)) void tile_body(
-    float *res, const float *x, const void *w, size_t elem, int K, w_load_fn load,
-    w_load_part_fn load_part)
+    float *out, int N, const float *bias, int accumulate, const float *x, const void *w,
+    size_t elem, int K, w_load_fn load, w_load_part_fn load_part, const int rows,
+    const int wrows)
 {
-    vf acc[ROWS_MR][ROWS_NR];
-    for (int i = 0; i < ROWS_MR; i++) {
-        for (int j = 0; j < ROWS_NR; j++) acc[i][j] = vf_zero();
+    vf acc[ROWS_MR][ROWS_WIDEST];
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < wrows; j++) acc[i][j] = vf_zero();
     }
     int k = 0;
     for (; k + VF_LANES <= K; k += VF_LANES) {
-        vf wv[ROWS_NR];
-        for (int j = 0; j < ROWS_NR; j++) {
+        vf wv[ROWS_WIDEST];
+        for (int j = 0; j < wrows; j++) {
             /* one request per 64-byte step along each W row (rows.h) */
             if ((k * elem) % 64 == 0)
                 rows_w_prefetch((const char *)w + ((size_t)j * K + k) * elem);
             wv[j] = load(w, (size_t)j * K + k);
         }
-        for (int i = 0; i < ROWS_MR; i++) {
+        for (int i = 0; i < rows; i++) {
             vf xi = vf_loadu(x + (size_t)i * K + k);
-            for (int j = 0; j < ROWS_NR; j++) acc[i][j] = vf_fma(xi, wv[j], acc[i][j]);
+            for (int j = 0; j < wrows; j++) acc[i][j] = vf_fma(xi, wv[j], acc[i][j]);
         }
     }
     if (k < K) {
         const int n = K - k;
-        vf wv[ROWS_NR];
-        for (int j = 0; j < ROWS_NR; j++) wv[j] = load_part(w, (size_t)j * K + k, n);
-        for (int i = 0; i < ROWS_MR; i++) {
+        vf wv[ROWS_WIDEST];
+        for (int j = 0; j < wrows; j++) wv[j] = load_part(w, (size_t)j * K + k, n);
+        for (int i = 0; i < rows; i++) {
             vf xi = vf_load_part(x + (size_t)i * K + k, n);
-            for (int j = 0; j < ROWS_NR; j++) acc[i][j] = vf_fma(xi, wv[j], acc[i][j]);
+            for (int j = 0; j < wrows; j++) acc[i][j] = vf_fma(xi, wv[j], acc[i][j]);
         }
     }
-    for (int i = 0; i < ROWS_MR; i++) {
-        for (int j = 0; j < ROWS_NR; j++) res[i * ROWS_NR + j] = vf_hsum(acc[i][j]);
+    for (int i = 0; i < rows; i++) {
+        for (int j = 0; j < wrows; j++)
+            rows_store(out, N, i, j, vf_hsum(acc[i][j]), bias, accumulate);
     }
 }
 
-TARGET static float dot_f32(const float *x, const void *w, int K)
+#define TILE_F32_SHAPE(rows, wrows)                                                    \
+    tile_body(out, N, bias, accumulate, x, w, sizeof(float), K, f32_load, f32_load_part, \
+              rows, wrows)
+#define TILE_BF16_SHAPE(rows, wrows)                                                     \
+    tile_body(out, N, bias, accumulate, x, w, sizeof(uint16_t), K, bf16_load,             \
+              bf16_load_part, rows, wrows)
+
+TARGET static void tile_f32(float *out, int N, const float *bias, int accumulate,
+                            const float *x, const void *w, int K, int rows, int wrows)
 {
-    return dot_body(x, w, sizeof(float), K, f32_load, f32_load_part);
+    ROWS_TILE_BY_SHAPE(TILE_F32_SHAPE, rows, wrows);
 }
 
-TARGET static float dot_bf16(const float *x, const void *w, int K)
+TARGET static void tile_bf16(float *out, int N, const float *bias, int accumulate,
+                             const float *x, const void *w, int K, int rows, int wrows)
 {
-    return dot_body(x, w, sizeof(uint16_t), K, bf16_load, bf16_load_part);
-}
-
-TARGET static void tile_f32(float *res, const float *x, const void *w, int K)
-{
-    tile_body(res, x, w, sizeof(float), K, f32_load, f32_load_part);
-}
-
-TARGET static void tile_bf16(float *res, const float *x, const void *w, int K)
-{
-    tile_body(res, x, w, sizeof(uint16_t), K, bf16_load, bf16_load_part);
+    ROWS_TILE_BY_SHAPE(TILE_BF16_SHAPE, rows, wrows);
 }
 
 TARGET static void rows_f32(float *out, const float *x, const void *w, const float *bias,
                             int M, int K, int N, int n0, int n1, int accumulate)
 {
-    rows_body(out, x, w, sizeof(float), bias, M, K, N, n0, n1, accumulate, tile_f32, dot_f32);
+    rows_body(out, x, w, sizeof(float), bias, M, K, N, n0, n1, accumulate, tile_f32);
 }
 
 TARGET static void rows_bf16(float *out, const float *x, const void *w, const float *bias,
                              int M, int K, int N, int n0, int n1, int accumulate)
 {
-    rows_body(out, x, w, sizeof(uint16_t), bias, M, K, N, n0, n1, accumulate, tile_bf16,
-              dot_bf16);
+    rows_body(out, x, w, sizeof(uint16_t), bias, M, K, N, n0, n1, accumulate, tile_bf16);
 }
 
 #endif /* GPTC_ARCH_ROWS_SIMD_H */

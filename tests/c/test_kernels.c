@@ -372,12 +372,14 @@ static double finish_product(product *p)
 
 /* ------------------------------------------------------------------------
  * The few-rows products, called as the driver calls them: a column range
- * [n0, n1) of out, the rest of out untouched.
+ * [n0, n1) of out, the rest of out untouched; and each row the same, bit
+ * for bit, when it is multiplied alone (a decode step and a small batch
+ * see the same products, whatever tile shape each count of rows takes).
  * ---------------------------------------------------------------------- */
 static double check_rows(const gptc_kernels *t, int bf16)
 {
     static const int ks[] = {1, 3, 4, 7, 8, 16, 33, 100, 300};
-    static const int ns[] = {1, 2, 5, 9};
+    static const int ns[] = {1, 2, 4, 5, 9, 13, 26};
     const gptc_rows_fn rows = bf16 ? t->rows_bf16 : t->rows_f32;
     double worst = 0.0;
     for (int M = 1; M <= 20; M++) {
@@ -399,16 +401,28 @@ static double check_rows(const gptc_kernels *t, int bf16)
                         p.ref[o] = inside ? onto + product_ref(&p, m, n, onto) : p.out[o];
                     }
                 }
+                float *before = malloc((size_t)M * N * sizeof(float));
+                float *alone = malloc((size_t)N * sizeof(float));
+                memcpy(before, p.out, (size_t)M * N * sizeof(float));
                 rows(p.out, p.x, p.w, p.bias, M, K, N, n0, n1, accumulate);
                 for (int m = 0; m < M; m++) {
+                    memcpy(alone, before + (size_t)m * N, (size_t)N * sizeof(float));
+                    rows(alone, p.x + (size_t)m * K, p.w, p.bias, 1, K, N, n0, n1, accumulate);
                     for (int n = 0; n < N; n++) {
                         const size_t o = (size_t)m * N + n;
                         if ((n < n0 || n >= n1) && p.out[o] != (float)p.ref[o]) {
                             worst = broken(bf16 ? "rows_bf16" : "rows_f32",
                                            "wrote outside [n0, n1) (M, K, column)", M, K, n);
                         }
+                        if (memcmp(&alone[n], &p.out[o], sizeof(float)) != 0) {
+                            worst = broken(bf16 ? "rows_bf16" : "rows_f32",
+                                           "a row alone differs from it among M (M, K, column)",
+                                           M, K, n);
+                        }
                     }
                 }
+                free(before);
+                free(alone);
                 worst = worse(worst, finish_product(&p));
             }
         }
