@@ -80,6 +80,20 @@ static inline __attribute__((always_inline)) float sum_lanes(const float *acc)
     return s;
 }
 
+/* One row by one W row, for a product of one row. */
+static inline __attribute__((always_inline)) float dot_body(const float *x, const void *w,
+                                                            int K, weight_at_fn at)
+{
+    float acc[LANES] = {0};
+    int k = 0;
+    for (; k + LANES <= K; k += LANES) {
+        for (int u = 0; u < LANES; u++) acc[u] += x[k + u] * at(w, (size_t)(k + u));
+    }
+    float s = sum_lanes(acc);
+    for (; k < K; k++) s += x[k] * at(w, (size_t)k);
+    return s;
+}
+
 /* rows x rows by wrows W rows (constants where it is inlined), each output
  * one chain: LANES sums over the steps, then the lanes summed, then the
  * last K % LANES products. */
@@ -113,6 +127,9 @@ static inline __attribute__((always_inline)) void tile_body(
 #define TILE_BF16_SHAPE(rows, wrows) \
     tile_body(out, N, bias, accumulate, x, w, K, bf16_at, rows, wrows)
 
+static float dot_f32(const float *x, const void *w, int K) { return dot_body(x, w, K, f32_at); }
+static float dot_bf16(const float *x, const void *w, int K) { return dot_body(x, w, K, bf16_at); }
+
 static void tile_f32(float *out, int N, const float *bias, int accumulate, const float *x,
                      const void *w, int K, int rows, int wrows)
 {
@@ -128,13 +145,14 @@ static void tile_bf16(float *out, int N, const float *bias, int accumulate, cons
 static void rows_f32(float *out, const float *x, const void *w, const float *bias, int M,
                      int K, int N, int n0, int n1, int accumulate)
 {
-    rows_body(out, x, w, sizeof(float), bias, M, K, N, n0, n1, accumulate, tile_f32);
+    rows_body(out, x, w, sizeof(float), bias, M, K, N, n0, n1, accumulate, tile_f32, dot_f32);
 }
 
 static void rows_bf16(float *out, const float *x, const void *w, const float *bias, int M,
                       int K, int N, int n0, int n1, int accumulate)
 {
-    rows_body(out, x, w, sizeof(uint16_t), bias, M, K, N, n0, n1, accumulate, tile_bf16);
+    rows_body(out, x, w, sizeof(uint16_t), bias, M, K, N, n0, n1, accumulate, tile_bf16,
+              dot_bf16);
 }
 
 /* ---- int8 weights ---- */

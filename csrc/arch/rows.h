@@ -21,13 +21,11 @@
 #include "../kernels.h"
 
 /* The tiles: up to ROWS_MR x rows by ROWS_NR W rows, and for a product of
- * one or two rows (a decode step) up to 2 x rows by ROWS_FEW_NR W rows. A
- * file of csrc/arch/ may define others (widths that divide
- * GPTC_ROWS_MAX_NR) before including this, to fit its register file. With one x row
- * there is one x vector per step to share, so the more W rows a tile
- * holds the fewer loads each multiply-add needs, and each W row is its
- * own chain of multiply-adds, so more W rows also hide more of their
- * latency. */
+ * two rows 2 by ROWS_FEW_NR W rows (two x vectors per step to share, so
+ * more W rows per tile need fewer loads per multiply-add). A file of
+ * csrc/arch/ may define others (widths that divide GPTC_ROWS_MAX_NR)
+ * before including this, to fit its register file. A product of one row
+ * takes a dot product per W row instead (rows_dot_fn). */
 #define ROWS_MR 4
 #ifndef ROWS_NR
 #define ROWS_NR 2
@@ -41,14 +39,16 @@ _Static_assert(GPTC_ROWS_MAX_NR % ROWS_NR == 0 && GPTC_ROWS_MAX_NR % ROWS_FEW_NR
 
 /* For the x rows i < rows at x + i * K and the W rows j < wrows of w
  * (element type known to the kernel), with (rows, wrows) one of the shapes
- * rows_body asks for (rows <= 2 by ROWS_FEW_NR, rows <= ROWS_MR by ROWS_NR,
- * or rows by 1):
+ * rows_body asks for (2 by ROWS_FEW_NR, rows <= ROWS_MR by ROWS_NR, or
+ * rows by 1):
  *   out[i * N + j] (= or +=) x_i . w_j + bias[j]      (bias may be NULL)
  * The tile stores its own results, where the shape is a constant and the
  * stores are unrolled: with a loop over a variable shape the stores took
  * about a twentieth of a 4-row product held in L2. */
 typedef void (*rows_tile_fn)(float *out, int N, const float *bias, int accumulate,
                              const float *x, const void *w, int K, int rows, int wrows);
+/* x . w for one row of each. */
+typedef float (*rows_dot_fn)(const float *x, const void *w, int K);
 
 /* out[i * N + j] (= or +=) value + bias[j]: how every tile stores. */
 static inline __attribute__((always_inline)) void rows_store(float *out, int N, int i, int j,
@@ -60,21 +60,31 @@ static inline __attribute__((always_inline)) void rows_store(float *out, int N, 
     *o = accumulate ? *o + v : v;
 }
 
-/* The kernel: tiles of W rows across the columns n0 .. n1 (the chunks hold
- * whole tiles; a W row short of one, only at the end of W, goes alone),
- * and within each tile the x rows ROWS_MR at a time, so that a tile of W
- * rows is read from memory once and stays in L1 while every x row meets
- * it. With a few dozen rows or fewer this streams each weight exactly
- * once, which is what a product bound by memory bandwidth needs (packing
- * W into panels first would read it twice). Each output is the same chain
- * of operations in every tile shape, so a row computed alone equals the
- * same row computed among others. w_elem is the byte size of one weight. */
+/* The kernel. One row: a dot product per W row, each W row streamed once,
+ * in order. More rows: tiles of W rows across the columns n0 .. n1 (the
+ * chunks hold whole tiles; a W row short of one, only at the end of W,
+ * goes alone), and within each tile the x rows ROWS_MR at a time, so that
+ * a tile of W rows is read from memory once and stays in L1 while every x
+ * row meets it. With a few dozen rows or fewer this streams each weight
+ * exactly once, which is what a product bound by memory bandwidth needs
+ * (packing W into panels first would read it twice). Each output of a
+ * tile is the same chain of operations in every tile shape, so with two
+ * rows or more a row gets the same bits whatever the count of rows; a
+ * lone row's dot product sums in another order. w_elem is the byte size
+ * of one weight. */
 static inline __attribute__((always_inline)) void rows_body(
     float *out, const float *x, const void *w, size_t w_elem, const float *bias, int M, int K,
-    int N, int n0, int n1, int accumulate, rows_tile_fn tile)
+    int N, int n0, int n1, int accumulate, rows_tile_fn tile, rows_dot_fn dot)
 {
     const size_t row_bytes = (size_t)K * w_elem;
-    const int nr = M <= 2 ? ROWS_FEW_NR : ROWS_NR;
+    if (M == 1) {
+        for (int n = n0; n < n1; n++) {
+            rows_store(out, N, 0, n, dot(x, (const char *)w + (size_t)n * row_bytes, K), bias,
+                       accumulate);
+        }
+        return;
+    }
+    const int nr = M == 2 ? ROWS_FEW_NR : ROWS_NR;
     const int n_whole = n0 + (n1 - n0) / nr * nr;   /* whole tiles end here */
     for (int n = n0; n < n1;) {
         const int wrows = n < n_whole ? nr : 1;
@@ -101,8 +111,7 @@ static inline __attribute__((always_inline)) void rows_body(
             default: body(ROWS_MR, 1); break;                                  \
             }                                                                  \
         } else if (ROWS_FEW_NR != ROWS_NR && (wrows) == ROWS_FEW_NR) {         \
-            if ((rows) == 1) body(1, ROWS_FEW_NR);                             \
-            else body(2, ROWS_FEW_NR);                                         \
+            body(2, ROWS_FEW_NR);                                              \
         } else {                                                               \
             switch (rows) {                                                    \
             case 1: body(1, ROWS_NR); break;                                   \

@@ -372,9 +372,9 @@ static double finish_product(product *p)
 
 /* ------------------------------------------------------------------------
  * The few-rows products, called as the driver calls them: a column range
- * [n0, n1) of out, the rest of out untouched; and each row the same, bit
- * for bit, when it is multiplied alone (a decode step and a small batch
- * see the same products, whatever tile shape each count of rows takes).
+ * [n0, n1) of out, the rest of out untouched; and with two rows or more
+ * each row the same, bit for bit, in a product of two rows (whatever tile
+ * shape each count of rows takes, a small batch gives each row the same).
  * ---------------------------------------------------------------------- */
 static double check_rows(const gptc_kernels *t, int bf16)
 {
@@ -402,27 +402,34 @@ static double check_rows(const gptc_kernels *t, int bf16)
                     }
                 }
                 float *before = malloc((size_t)M * N * sizeof(float));
-                float *alone = malloc((size_t)N * sizeof(float));
+                float *pair = malloc((size_t)2 * N * sizeof(float));
                 memcpy(before, p.out, (size_t)M * N * sizeof(float));
                 rows(p.out, p.x, p.w, p.bias, M, K, N, n0, n1, accumulate);
                 for (int m = 0; m < M; m++) {
-                    memcpy(alone, before + (size_t)m * N, (size_t)N * sizeof(float));
-                    rows(alone, p.x + (size_t)m * K, p.w, p.bias, 1, K, N, n0, n1, accumulate);
+                    /* row m again in a product of two rows: m and the next
+                     * (the last row: the previous and m) */
+                    const int first = m + 1 < M ? m : m - 1;
+                    if (M > 1) {
+                        memcpy(pair, before + (size_t)first * N, (size_t)2 * N * sizeof(float));
+                        rows(pair, p.x + (size_t)first * K, p.w, p.bias, 2, K, N, n0, n1,
+                             accumulate);
+                    }
                     for (int n = 0; n < N; n++) {
                         const size_t o = (size_t)m * N + n;
                         if ((n < n0 || n >= n1) && p.out[o] != (float)p.ref[o]) {
                             worst = broken(bf16 ? "rows_bf16" : "rows_f32",
                                            "wrote outside [n0, n1) (M, K, column)", M, K, n);
                         }
-                        if (memcmp(&alone[n], &p.out[o], sizeof(float)) != 0) {
+                        if (M > 1 && memcmp(&pair[(size_t)(m - first) * N + n], &p.out[o],
+                                            sizeof(float)) != 0) {
                             worst = broken(bf16 ? "rows_bf16" : "rows_f32",
-                                           "a row alone differs from it among M (M, K, column)",
+                                           "a row differs among 2 and among M (M, K, column)",
                                            M, K, n);
                         }
                     }
                 }
                 free(before);
-                free(alone);
+                free(pair);
                 worst = worse(worst, finish_product(&p));
             }
         }
