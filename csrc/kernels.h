@@ -83,8 +83,9 @@ typedef void (*gptc_pack_int8_fn)(float *dst, ptrdiff_t ld, gptc_int8_rows src, 
  * For columns n0 <= j < n1 and all rows m < M:
  *   out[m * N + j] = (accumulate ? out[m * N + j] : 0) + x_m . w_j + bias[j]
  * x is [M, K] float32, w is [N, K] in the kernel's weight type, bias may
- * be NULL. Each output is summed in one fixed order, so a row computed
- * alone equals the same row computed among others.
+ * be NULL. With two rows or more each output is summed in one fixed order,
+ * so a row gets the same bits whatever the count of rows; one row (a
+ * decode step) takes a dot product that sums in another order.
  * ---------------------------------------------------------------------- */
 /* Every tile width of every kernel divides this: the driver's chunks of
  * columns are multiples, so only the end of W is ever short of a tile. */
