@@ -181,10 +181,12 @@ typedef struct gptc_linear_part {
 } gptc_linear_part;
 /* matmul.c: the products of `count` weights with one x[M, K] (attention's
  * query, key and value projections), each exactly what gptc_linear_forward
- * gives it (which is this with one part). With few rows (a decode step)
- * the outputs of all of them share one parallel loop and the int8 ones
- * one quantisation of x: such products are short next to the cost of
- * starting a loop. No out may overlap x or another out. */
+ * gives it (which is this with one part). The outputs of all of them
+ * share one parallel loop: with few rows (a decode step) the products are
+ * short next to the cost of starting a loop, and the int8 ones share one
+ * quantisation of x; with many rows x is packed once for all of them and
+ * the threads wait for each other once. No out may overlap x or another
+ * out. */
 void gptc_linear_forward_parts(const gptc_linear_part *parts, int count, const float *x, int M,
                                int K);
 /* matmul.c: the gradients of gptc_linear_forward with a float32 weight

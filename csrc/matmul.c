@@ -30,6 +30,7 @@
 #include "internal.h"
 #include "kernels.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +47,9 @@
  *             dW   += dout^T . x   A(i, p) = dout[p, i]   B(p, j) = x[p, j]
  *
  * Loop nest, outermost first (the sizes are for GPT-2's shapes):
- *   tasks  the N columns cut into chunks of a few NR panels, handed to the
- *          threads dynamically (a busy vCPU simply takes fewer);
+ *   tasks  the N columns cut into chunks of a few NR panels, taken by the
+ *          threads as they come free and smaller towards the end
+ *          (next_task), so a busy vCPU simply takes fewer;
  *   p0     KC steps of the reduction: the task packs its KC x chunk slice
  *          of B (at most KC x NC_MAX floats, in L2);
  *   i0     MC rows at a time: that MC x KC block of the packed A, shared
@@ -147,43 +149,50 @@ static void pack_b_panel(float *bp, matrix_view b, int p0, int kc, int j0, int c
     }
 }
 
+/* One product of the shared A: C[M, N] (= or +=) A . B, then the epilogue. */
 typedef struct {
-    int M, N, K;
-    matrix_view a, b;
+    matrix_view b;
     float *c;
     ptrdiff_t ldc;
-    int accumulate;
+    int N, accumulate;
     epilogue ep;
+} gemm_part;
+
+typedef struct {
+    int M, K;
     const gptc_kernels *kern;
     const float *apack;   /* every MR panel of A, each over all K */
-    int chunk;            /* columns per task, a multiple of nr */
 } gemm_problem;
 
 /* Bias, then GELU, on rows [i0, i1) and columns [j0, j1) of C. */
-static void apply_epilogue(const gemm_problem *g, int i0, int i1, int j0, int j1)
+static void apply_epilogue(const gemm_problem *g, const gemm_part *part, int i0, int i1, int j0,
+                           int j1)
 {
-    if (g->ep.bias == NULL && !g->ep.gelu) return;
+    if (part->ep.bias == NULL && !part->ep.gelu) return;
     for (int i = i0; i < i1; i++) {
-        float *row = g->c + i * g->ldc;
-        if (g->ep.bias != NULL) {
-            for (int j = j0; j < j1; j++) row[j] += g->ep.bias[j];
+        float *row = part->c + i * part->ldc;
+        if (part->ep.bias != NULL) {
+            for (int j = j0; j < j1; j++) row[j] += part->ep.bias[j];
         }
-        if (g->ep.gelu) g->kern->gelu(row + j0, row + j0, (size_t)(j1 - j0));
+        if (part->ep.gelu) g->kern->gelu(row + j0, row + j0, (size_t)(j1 - j0));
     }
 }
 
-/* One task: every row of C, columns [j0, j1). bpack holds KC x chunk floats. */
-static void gemm_task(const gemm_problem *g, int j0, int j1, float *bpack)
+/* One task: every row of one part's C, columns [j0, j1). bpack holds KC x
+ * (j1 - j0) floats, rounded up to whole panels. */
+static void gemm_task(const gemm_problem *g, const gemm_part *part, int j0, int j1,
+                      float *bpack)
 {
     const int mr = g->kern->mr, nr = g->kern->nr, M = g->M, K = g->K;
+    const ptrdiff_t ldc = part->ldc;
     float tmp[GPTC_MAX_MR * GPTC_MAX_NR] __attribute__((aligned(PACK_ALIGN)));
     for (int p0 = 0; p0 < K; p0 += KC) {
         const int kc = K - p0 < KC ? K - p0 : KC;
-        const int add = g->accumulate || p0 > 0;
+        const int add = part->accumulate || p0 > 0;
         const int last = p0 + kc == K;
         for (int j = j0; j < j1; j += nr) {
             int cols = j1 - j < nr ? j1 - j : nr;
-            pack_b_panel(bpack + (size_t)(j - j0) * kc, g->b, p0, kc, j, cols, g->kern);
+            pack_b_panel(bpack + (size_t)(j - j0) * kc, part->b, p0, kc, j, cols, g->kern);
         }
         for (int i0 = 0; i0 < M; i0 += MC) {
             const int i1 = M - i0 < MC ? M : i0 + MC;
@@ -193,62 +202,96 @@ static void gemm_task(const gemm_problem *g, int j0, int j1, float *bpack)
                 for (int i = i0; i < i1; i += mr) {
                     const int rows = i1 - i < mr ? i1 - i : mr;
                     const float *ap = g->apack + (size_t)i * K + (size_t)p0 * mr;
-                    float *c = g->c + i * g->ldc + j;
+                    float *c = part->c + i * ldc + j;
                     if (rows == mr && cols == nr) {
-                        g->kern->tile(kc, ap, bp, c, g->ldc, add);
+                        g->kern->tile(kc, ap, bp, c, ldc, add);
                         continue;
                     }
                     /* a ragged edge: compute the full tile aside, keep its
                      * valid part */
                     g->kern->tile(kc, ap, bp, tmp, nr, 0);
                     for (int r = 0; r < rows; r++) {
-                        float *cr = c + r * g->ldc;
+                        float *cr = c + r * ldc;
                         for (int s = 0; s < cols; s++) {
                             cr[s] = add ? cr[s] + tmp[r * nr + s] : tmp[r * nr + s];
                         }
                     }
                 }
             }
-            if (last) apply_epilogue(g, i0, i1, j0, j1);
+            if (last) apply_epilogue(g, part, i0, i1, j0, j1);
         }
     }
     if (K == 0) {
         /* an empty reduction: C = 0 (or unchanged), then the epilogue */
-        if (!g->accumulate) {
-            for (int i = 0; i < M; i++) memset(g->c + i * g->ldc + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+        if (!part->accumulate) {
+            for (int i = 0; i < M; i++) {
+                memset(part->c + i * ldc + j0, 0, (size_t)(j1 - j0) * sizeof(float));
+            }
         }
-        apply_epilogue(g, 0, M, j0, j1);
+        apply_epilogue(g, part, 0, M, j0, j1);
     }
 }
 
 static size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }
 
-/* One band of at most BAND rows of C = A . B (see gemm below). */
-static int gemm_band(int M, int N, int K, matrix_view a, matrix_view b, float *c,
-                     ptrdiff_t ldc, int accumulate, epilogue ep, const gptc_kernels *kern)
+#define GEMM_MAX_PARTS 4   /* per parallel loop; more take several */
+
+/* How gemm shares out the work of its parts. The parts' NR panels are
+ * numbered one after another (part i's end before part_end[i]), so the
+ * tasks of all the parts share one loop: A is packed once, and the
+ * threads wait for each other once. */
+typedef struct {
+    int count, part_end[GEMM_MAX_PARTS];
+    int nthreads;
+    int max_panels;   /* the widest task */
+} gemm_plan;
+
+/* The next task: columns [*j0, *j1) of part *part, or 0 when none are left.
+ * Guided self-scheduling: each task takes a 1 / (2 threads) share of the
+ * panels left, at most max_panels and never past its part's end, so the
+ * tasks shrink towards the end and the threads finish together even when
+ * one core runs slower. On this 2-vCPU VM one core often did run 10%
+ * slower than the other for seconds at a time; with eight equal tasks the
+ * faster thread then waited 600-900 us of a 5.4 ms [256, 768] x
+ * [768, 2304] product at the final barrier. */
+static int next_task(atomic_int *next, const gemm_plan *plan, const gemm_part *parts, int nr,
+                     int *part, int *j0, int *j1)
+{
+    const int *end = plan->part_end;
+    int start = atomic_load(next), take, i;
+    do {
+        const int left = end[plan->count - 1] - start;
+        if (left <= 0) return 0;
+        take = (left + 2 * plan->nthreads - 1) / (2 * plan->nthreads);
+        if (take > plan->max_panels) take = plan->max_panels;
+        for (i = 0; start >= end[i]; i++) continue;
+        if (start + take > end[i]) take = end[i] - start;
+    } while (!atomic_compare_exchange_weak(next, &start, start + take));
+    const int first = start - (i > 0 ? end[i - 1] : 0);
+    *part = i;
+    *j0 = first * nr;
+    *j1 = (first + take) * nr < parts[i].N ? (first + take) * nr : parts[i].N;
+    return 1;
+}
+
+/* Floats of the packed B of one thread's widest task. */
+static size_t b_pack_floats(const gemm_plan *plan, int nr)
+{
+    return round_up((size_t)KC * plan->max_panels * nr, PACK_ALIGN / sizeof(float));
+}
+
+/* One band of rows and slab of reduction steps of the parts (see gemm
+ * below), with buf sized by gemm. */
+static void gemm_band(int M, int K, matrix_view a, const gemm_part *parts,
+                      const gemm_plan *plan, const gptc_kernels *kern, float *buf)
 {
     const int mr = kern->mr, nr = kern->nr;
-    if (M == 0 || N == 0) return 0;
-    int nthreads = gptc_get_num_threads();
-    double work = (double)M * N * K;
-    if (work < GPTC_PARALLEL_MIN_WORK) nthreads = 1;
-
-    /* Columns per task: about four tasks per thread so a slower core
-     * takes fewer, at least one panel, at most NC_MAX. */
-    int chunk = (int)round_up((size_t)(N + 4 * nthreads - 1) / (4 * nthreads), (size_t)nr);
-    if (chunk > NC_MAX) chunk = NC_MAX / nr * nr;
-    int ntasks = (N + chunk - 1) / chunk;
-    if (ntasks < nthreads) nthreads = ntasks;
-
-    size_t panels = (size_t)(M + mr - 1) / mr;
-    size_t a_floats = round_up(panels * mr * (size_t)K, PACK_ALIGN / sizeof(float));
-    size_t b_floats = round_up((size_t)KC * chunk, PACK_ALIGN / sizeof(float));
-    float *buf = aligned_alloc(PACK_ALIGN, (a_floats + b_floats * nthreads) * sizeof(float));
-    if (buf == NULL) return -1;
-
-    gemm_problem g = {M, N, K, a, b, c, ldc, accumulate, ep, kern, buf, chunk};
-    long long npanels = (long long)panels;
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
+    const size_t panels = (size_t)(M + mr - 1) / mr;
+    const size_t a_floats = round_up(panels * mr * (size_t)K, PACK_ALIGN / sizeof(float));
+    const gemm_problem g = {M, K, kern, buf};
+    const long long npanels = (long long)panels;
+    atomic_int next_panel = 0;
+#pragma omp parallel num_threads(plan->nthreads) if (plan->nthreads > 1)
     {
 #pragma omp for schedule(static)
         for (long long q = 0; q < npanels; q++) {
@@ -257,25 +300,18 @@ static int gemm_band(int M, int N, int K, matrix_view a, matrix_view b, float *c
             pack_a_panel(buf + (size_t)q * mr * K, a, i0, rows, K, kern);
         }
         /* the implicit barrier: all of A is packed before any task starts */
-        float *bpack = buf + a_floats + b_floats * THREAD_INDEX();
-#pragma omp for schedule(dynamic, 1)
-        for (int t = 0; t < ntasks; t++) {
-            int j0 = t * chunk;
-            int j1 = j0 + chunk < N ? j0 + chunk : N;
-            gemm_task(&g, j0, j1, bpack);
+        float *bpack = buf + a_floats + b_pack_floats(plan, nr) * THREAD_INDEX();
+        int part, j0, j1;
+        while (next_task(&next_panel, plan, parts, nr, &part, &j0, &j1)) {
+            gemm_task(&g, &parts[part], j0, j1, bpack);
         }
     }
-    free(buf);
-    return 0;
 }
 
-/* C = A . B (+ epilogue), or C += A . B when accumulate. A taller than BAND
- * rows is done a band at a time, so the packed copy of A stays a few MB
- * (a (1, 1024) forward, or the out_head gradient with 50257 rows, would
- * otherwise copy all of A); each band packs B again, which is little next
- * to the band's arithmetic. Returns the number of rows of C done: M, or
- * fewer if packing buffers could not be allocated (the rows from there on
- * are then unchanged). */
+/* A taller than BAND rows is done a band at a time, so the packed copy of
+ * A stays a few MB (a (1, 1024) forward, or the out_head gradient with
+ * 50257 rows, would otherwise copy all of A); each band packs B again,
+ * which is little next to the band's arithmetic. */
 #define BAND (4 * MC)
 /* Reduction steps per slab (a multiple of KC, so slabs split K exactly where
  * the kc blocks do). */
@@ -291,34 +327,65 @@ static matrix_view b_from_step(matrix_view b, int p0)
     return b;
 }
 
-/* A reduction longer than KSLAB is done a slab at a time too (the later
+/* For each of `count` parts (at most GEMM_MAX_PARTS): C = A[M, K] . B
+ * (+ epilogue), or C += A . B when the part accumulates. Returns 0, or -1
+ * with every C unchanged if the packing buffers could not be allocated.
+ *
+ * A reduction longer than KSLAB is done a slab at a time too (the later
  * slabs accumulate, the epilogue comes with the last), so the packed band
  * stays at most BAND x KSLAB floats (12 MB) whatever K is: the out_head's
  * input gradient (K = 50257) would otherwise pack 100 MB afresh per call,
  * memory the C library maps anew each time and the kernel faults in page
  * by page. The kc blocks and their order are the same, so is the result. */
-static int gemm(int M, int N, int K, matrix_view a, matrix_view b, float *c, ptrdiff_t ldc,
-                int accumulate, epilogue ep, const gptc_kernels *kern)
+static int gemm(int M, int K, matrix_view a, const gemm_part *parts, int count,
+                const gptc_kernels *kern)
 {
+    const int mr = kern->mr, nr = kern->nr;
+    gemm_plan plan = {.count = count};
+    int col_panels = 0;
+    double work = 0.0;
+    for (int i = 0; i < count; i++) {
+        col_panels += (parts[i].N + nr - 1) / nr;
+        plan.part_end[i] = col_panels;
+        work += (double)M * parts[i].N * K;
+    }
+    if (M == 0 || col_panels == 0) return 0;
+    plan.nthreads = work < GPTC_PARALLEL_MIN_WORK ? 1 : gptc_get_num_threads();
+    if (col_panels < plan.nthreads) plan.nthreads = col_panels;
+    /* about a quarter of a thread's share of the columns, at least one
+     * panel, at most NC_MAX columns */
+    plan.max_panels = (col_panels + 4 * plan.nthreads - 1) / (4 * plan.nthreads);
+    if (plan.max_panels > NC_MAX / nr) plan.max_panels = NC_MAX / nr;
+
+    /* one buffer for every band and slab, allocated before any C changes */
+    const int band_rows = M < BAND ? M : BAND, slab_steps = K < KSLAB ? K : KSLAB;
+    const size_t a_floats = round_up((size_t)(band_rows + mr - 1) / mr * mr * (size_t)slab_steps,
+                                     PACK_ALIGN / sizeof(float));
+    float *buf = aligned_alloc(PACK_ALIGN, (a_floats + b_pack_floats(&plan, nr) * plan.nthreads) *
+                                               sizeof(float));
+    if (buf == NULL) return -1;
     for (int i0 = 0; i0 < M; i0 += BAND) {
-        int rows = M - i0 < BAND ? M - i0 : BAND;
+        const int rows = M - i0 < BAND ? M - i0 : BAND;
         int p0 = 0;
         do {
-            int steps = K - p0 < KSLAB ? K - p0 : KSLAB;
-            int last = p0 + steps == K;
+            const int steps = K - p0 < KSLAB ? K - p0 : KSLAB;
+            const int last = p0 + steps == K;
             matrix_view band = a;
             band.p = f32_at(a, i0, p0);
-            epilogue slab_ep = last ? ep : (epilogue){NULL, 0};
-            if (gemm_band(rows, N, steps, band, b_from_step(b, p0), c + i0 * ldc, ldc,
-                          accumulate || p0 > 0, slab_ep, kern) != 0) {
-                return i0;
+            gemm_part slab[GEMM_MAX_PARTS];
+            for (int i = 0; i < count; i++) {
+                const gemm_part *part = &parts[i];
+                slab[i] = (gemm_part){b_from_step(part->b, p0), part->c + i0 * part->ldc,
+                                      part->ldc, part->N, part->accumulate || p0 > 0,
+                                      last ? part->ep : (epilogue){NULL, 0}};
             }
+            gemm_band(rows, steps, band, slab, &plan, kern, buf);
             p0 += steps;
         } while (p0 < K);
     }
-    return M;
+    free(buf);
+    return 0;
 }
-
 
 /* ========================================================================
  * The public functions.
@@ -348,15 +415,14 @@ void gptc_gemm_serial(int M, int N, int K, const float *a, ptrdiff_t a_rs, ptrdi
     float *bpack = apack + round_up(panels * kern->mr * (size_t)K, PACK_ALIGN / sizeof(float));
     matrix_view av = {a, a_rs, a_cs, GPTC_FLOAT32, NULL, 0};
     matrix_view bv = {b, b_rs, b_cs, GPTC_FLOAT32, NULL, 0};
-    epilogue none = {NULL, 0};
-    gemm_problem g = {M, N, K, av, bv, c, ldc, accumulate, none, kern, apack,
-                      (int)round_up((size_t)N, (size_t)kern->nr)};
+    const gemm_problem g = {M, K, kern, apack};
+    const gemm_part part = {bv, c, ldc, N, accumulate, {NULL, 0}};
     for (size_t q = 0; q < panels; q++) {
         int i0 = (int)q * kern->mr;
         int rows = M - i0 < kern->mr ? M - i0 : kern->mr;
         pack_a_panel(apack + q * kern->mr * K, av, i0, rows, K, kern);
     }
-    gemm_task(&g, 0, N, bpack);
+    gemm_task(&g, &part, 0, N, bpack);
 }
 
 /* One few-rows product: x float32 with a float32 or bfloat16 weight, or x
@@ -517,20 +583,21 @@ void gptc_linear_forward_parts(const gptc_linear_part *parts, int count, const f
 {
     const gptc_kernels *kern = gptc_active_kernels();
     if (M >= kern->packed_min_rows) {
-        for (int i = 0; i < count; i++) {
-            const gptc_linear_part *part = &parts[i];
-            matrix_view a = {x, K, 1, GPTC_FLOAT32, NULL, 0};
-            matrix_view b = {part->weight.data, 1, K, part->weight.dtype, part->weight.scales,
-                             gptc_int8_blocks(K)};
-            epilogue ep = {part->bias, part_gelu(part)};
-            int done = gemm(M, part->N, K, a, b, part->out, part->N, part_accumulates(part), ep,
-                            kern);
-            if (done < M) {
-                /* no memory for the packed panels: the rows left take the
-                 * few-rows path, which needs none */
-                gptc_linear_part rest = *part;
-                rest.out += (size_t)done * part->N;
-                linear_rows(&rest, 1, x + (size_t)done * K, M - done, K, kern);
+        const matrix_view a = {x, K, 1, GPTC_FLOAT32, NULL, 0};
+        for (int first = 0; first < count; first += GEMM_MAX_PARTS) {
+            const int n = count - first < GEMM_MAX_PARTS ? count - first : GEMM_MAX_PARTS;
+            gemm_part group[GEMM_MAX_PARTS];
+            for (int i = 0; i < n; i++) {
+                const gptc_linear_part *part = &parts[first + i];
+                const matrix_view b = {part->weight.data, 1, K, part->weight.dtype,
+                                       part->weight.scales, gptc_int8_blocks(K)};
+                group[i] = (gemm_part){b, part->out, part->N, part->N, part_accumulates(part),
+                                       {part->bias, part_gelu(part)}};
+            }
+            if (gemm(M, K, a, group, n, kern) != 0) {
+                /* no memory for the packed panels: the few-rows path
+                 * needs none */
+                linear_rows(parts + first, n, x, M, K, kern);
             }
         }
         return;
@@ -568,19 +635,15 @@ int gptc_linear_backward(float *dinp, float *dweight, float *dbias, const float 
     epilogue none = {NULL, 0};
     if (dinp != NULL) {
         /* dinp[m, k] += sum_n dout[m, n] W[n, k] */
-        matrix_view a = {dout, N, 1, GPTC_FLOAT32, NULL, 0};
-        matrix_view b = {weight, K, 1, GPTC_FLOAT32, NULL, 0};
-        if (gemm(M, K, N, a, b, dinp, K, 1, none, kern) != M) {
-            return -1;
-        }
+        const matrix_view a = {dout, N, 1, GPTC_FLOAT32, NULL, 0};
+        const gemm_part part = {{weight, K, 1, GPTC_FLOAT32, NULL, 0}, dinp, K, K, 1, none};
+        if (gemm(M, N, a, &part, 1, kern) != 0) return -1;
     }
     if (dweight != NULL) {
         /* dweight[n, k] += sum_m dout[m, n] inp[m, k] */
-        matrix_view a = {dout, 1, N, GPTC_FLOAT32, NULL, 0};
-        matrix_view b = {inp, K, 1, GPTC_FLOAT32, NULL, 0};
-        if (gemm(N, K, M, a, b, dweight, K, 1, none, kern) != N) {
-            return -1;
-        }
+        const matrix_view a = {dout, 1, N, GPTC_FLOAT32, NULL, 0};
+        const gemm_part part = {{inp, K, 1, GPTC_FLOAT32, NULL, 0}, dweight, K, K, 1, none};
+        if (gemm(N, M, a, &part, 1, kern) != 0) return -1;
     }
     if (dbias != NULL) {
         /* Column sums of dout, 256 columns at a time in double: a bias

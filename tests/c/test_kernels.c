@@ -782,17 +782,19 @@ static double check_linear_int8(const gptc_kernels *t)
 /* gptc_linear_forward_parts: a group of products of one x, the weight
  * types, widths and flags mixed, five parts (more than one loop takes), is
  * each product as gptc_linear_forward gives it alone, bit for bit, on both
- * sides of the switch to the packed GEMM. Returns the largest absolute
- * difference, which must be 0. */
+ * sides of the switch to the packed GEMM, and with the packed GEMM's tasks
+ * spread over the parts (more rows than one band, reductions longer than
+ * one packed block). Returns the largest absolute difference, which must
+ * be 0. */
 #define NPARTS 5
 static double check_linear_parts(const gptc_kernels *t)
 {
     static const int flag_sets[NPARTS] = {0, GPTC_LINEAR_GELU, GPTC_LINEAR_ACCUMULATE, 0,
                                           GPTC_LINEAR_ACCUMULATE};
     static const int widths[NPARTS] = {21, 3, 64, 17, 40};
-    static const int Ms[] = {1, 2, 4, 9, 0, 0};
+    static const int Ms[] = {1, 2, 4, 9, 40, 777, 0, 0};
     const int nM = (int)(sizeof(Ms) / sizeof(Ms[0]));
-    static const int Ks[] = {1, 33, 100};
+    static const int Ks[] = {1, 33, 300};
     double worst = 0.0;
     for (int mi = 0; mi < nM; mi++) {
         /* the last two: the sides of this table's switch to the packed GEMM */
