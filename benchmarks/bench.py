@@ -1020,9 +1020,9 @@ def report_matmul(run):
                       ["shape", "layer", "gptc", "of peak", "NumPy", "of peak", "PyTorch",
                        "NumPy/gptc", "PyTorch/gptc"],
                       [[r["shape"], r["layer"], fmt_rate(r["gptc"], r["gflop"], "", 1),
-                        f"{r['gptc_gflops'] / top:.0%}",
+                        f"{r['gptc_gflops'] / top:.1%}",
                         fmt_rate(r["numpy"], r["gflop"], "", 1),
-                        f"{r['numpy_gflops'] / top:.0%}",
+                        f"{r['numpy_gflops'] / top:.1%}",
                         fmt_rate(r["torch"], r["gflop"], "", 1),
                         f"{r['ratio_numpy']:.2f}", f"{r['ratio_torch']:.2f}"] for r in mm],
                       notes)]
@@ -1071,7 +1071,7 @@ def report_bandwidth(run):
         for impl, name in (("gptc", "gptc"), ("torch", "PyTorch")):
             tps = gen[f"{impl}_tokens_per_s"]
             rows.append([f"{name} generation with a KV cache (case 4)",
-                         f"{tps:.1f} tok/s = {tps / bw['decode_bound_tokens_per_s']:.0%} "
+                         f"{tps:.1f} tok/s = {tps / bw['decode_bound_tokens_per_s']:.1%} "
                          "of the bound"])
     return bw, [Table(f"7. Streaming-read bandwidth ({bw['array_mib']:.0f} MiB float32 array, "
                       f"L3 {bw['l3_mib']:.0f} MiB, best of {run.reps['bandwidth']}) and "
@@ -1109,7 +1109,7 @@ def report_bfloat16(run):
     if bw is not None:
         bound16 = 2 * bw["decode_bound_tokens_per_s"]
         rows.append(["fraction of the bfloat16 decode bound (half the bytes of case 7)",
-                     "", f"{bf['bfloat16_tokens_per_s'] / bound16:.0%}", ""])
+                     "", f"{bf['bfloat16_tokens_per_s'] / bound16:.1%}", ""])
     return bf, [Table(f'9. bfloat16 weights (model.to_dtype("bfloat16")), float32 '
                       f'accumulation: "Hello, I am" + {n} tokens',
                       ["", "float32", "bfloat16", "speed-up"], rows)]
@@ -1135,7 +1135,7 @@ def report_int8(run):
     rows += [["decode int8 / bfloat16", f"{speedup:.2f}", ">= 1.6", verdict(speedup >= 1.6)],
              [f"int8 bound: {q8['bandwidth_gbs']:.1f} GB/s (case 7) / "
               f"{q8['int8_bytes'] / MIB:.1f} MiB per token",
-              f"{q8['int8_bound_tokens_per_s']:.1f} tok/s; int8 decode at {of_bound:.0%}",
+              f"{q8['int8_bound_tokens_per_s']:.1f} tok/s; int8 decode at {of_bound:.1%}",
               ">= 60%", verdict(of_bound >= 0.6)],
              ["prefill (1, 256), float32", fmt_time(pre["float32"]), "", ""],
              ["prefill (1, 256), int8", fmt_time(pre["int8"]), "", ""],
@@ -1171,7 +1171,7 @@ def report_forward_split(run):
     rows = [[f"{r['case']}. forward {r['label']}", fmt_time(r["forward"]),
              f"{r['products_s'] * 1e3:.1f} ms", f"{r['products_share']:.0%}",
              f"{(r['forward']['median'] - r['products_s']) * 1e3:.1f} ms",
-             f"{r['products_gflops']:.1f} ({r['products_gflops'] / top:.0%})"]
+             f"{r['products_gflops']:.1f} ({r['products_gflops'] / top:.1%})"]
             for r in split]
     return split, [Table(f"12. Where the forward's time goes (gptc, kernel set {isa})",
                          ["case", "forward", "its matrix products alone", "share",
