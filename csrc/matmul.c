@@ -76,6 +76,13 @@ typedef struct {
     ptrdiff_t scale_stride;
 } matrix_view;
 
+/* Bytes of one element of a view. */
+static size_t elem_bytes(gptc_dtype dtype)
+{
+    return dtype == GPTC_BFLOAT16 ? sizeof(uint16_t)
+           : dtype == GPTC_INT8   ? sizeof(int8_t) : sizeof(float);
+}
+
 static inline const float *f32_at(matrix_view v, ptrdiff_t r, ptrdiff_t c)
 {
     return (const float *)v.p + r * v.rs + c * v.cs;
@@ -114,8 +121,7 @@ static void pack_b_panel(float *bp, matrix_view b, int p0, int kc, int j0, int c
     const int nr = kern->nr, tw = kern->pack_width;
     if (b.rs == 1) {
         /* W rows in the forward: the panel is nr / tw transposes side by side */
-        const size_t elem = b.dtype == GPTC_BFLOAT16 ? sizeof(uint16_t)
-                            : b.dtype == GPTC_INT8   ? sizeof(int8_t) : sizeof(float);
+        const size_t elem = elem_bytes(b.dtype);
         const gptc_pack_fn pack = b.dtype == GPTC_BFLOAT16 ? kern->pack_bf16 : kern->pack_f32;
         for (int h = 0; h < nr; h += tw) {
             int n = cols - h < 0 ? 0 : (cols - h < tw ? cols - h : tw);
@@ -179,9 +185,9 @@ static void apply_epilogue(const gemm_problem *g, const gemm_part *part, int i0,
 }
 
 /* The cache lines of W that one B panel packs, when B is W's rows (b.rs
- * == 1, a forward): `rows` W rows from row0, `stride` bytes apart, each
- * from its line `first` for `per_row` lines. Addresses are integers: the
- * line holding a row's first byte may begin before W. */
+ * == 1, a forward): `rows` W rows, `stride` bytes apart, the first row's
+ * lines from address `first`, `per_row` lines per row. Addresses are
+ * integers: the line holding a row's first byte may begin before W. */
 typedef struct {
     uintptr_t first;
     ptrdiff_t stride;
@@ -190,8 +196,7 @@ typedef struct {
 
 static w_lines panel_w_lines(matrix_view b, int p0, int kc, int j, int cols)
 {
-    const size_t elem = b.dtype == GPTC_BFLOAT16 ? sizeof(uint16_t)
-                        : b.dtype == GPTC_INT8   ? sizeof(int8_t) : sizeof(float);
+    const size_t elem = elem_bytes(b.dtype);
     const uintptr_t start = (uintptr_t)b.p + ((size_t)j * b.cs + (size_t)p0) * elem;
     const uintptr_t line = start / PACK_ALIGN * PACK_ALIGN;
     const int per_row = (int)((start + (size_t)kc * elem - 1) / PACK_ALIGN -
@@ -374,8 +379,7 @@ static void gemm_band(int M, int K, matrix_view a, const gemm_part *parts,
 /* B from reduction step p0 on (p0 a multiple of KC, hence of the int8 block). */
 static matrix_view b_from_step(matrix_view b, int p0)
 {
-    const size_t elem = b.dtype == GPTC_BFLOAT16 ? sizeof(uint16_t)
-                        : b.dtype == GPTC_INT8   ? sizeof(int8_t) : sizeof(float);
+    const size_t elem = elem_bytes(b.dtype);
     b.p = (const char *)b.p + (ptrdiff_t)p0 * b.rs * (ptrdiff_t)elem;
     if (b.scales != NULL) b.scales += p0 / GPTC_INT8_BLOCK;
     return b;
