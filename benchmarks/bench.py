@@ -693,23 +693,20 @@ def case_memory(threads):
 # ---------------------------------------------------------------- case 7: bandwidth
 
 def case_bandwidth(threads, reads, weight_bytes):
-    """Streaming-read bandwidth: sum a float32 array much larger than the L3
-    cache, with 1 thread and with `threads` threads (NumPy releases the GIL in
-    reductions), best of `reads`; the better figure is the bound's bandwidth."""
-    from concurrent.futures import ThreadPoolExecutor
+    """Streaming-read bandwidth: gptc._C.read_bandwidth reads a float32 array much
+    larger than the L3 cache with the kernel set's widest loads, on 1 thread and on
+    `threads` threads, best of `reads`; the better figure is the bound's bandwidth.
+    (NumPy's sum is no such measure: its pairwise float32 adds kept one thread at
+    about half the memory's speed here.)"""
     size = max(512 * MIB, 8 * l3_cache_bytes())
     a = np.ones(size // 4, dtype=np.float32)
-    chunks = np.array_split(a, threads)
-    results = {"array_mib": size / MIB, "l3_mib": l3_cache_bytes() / MIB, "readers": {}}
-    with ThreadPoolExecutor(threads) as pool:
-        readers = [("1 thread", lambda: a.sum())]
-        if threads > 1:
-            readers.append((f"{threads} threads", lambda: list(pool.map(np.sum, chunks))))
-        for label, run in readers:
-            run()
-            best = min(timed(run) for _ in range(reads))
-            results["readers"][label] = a.nbytes / best / 1e9
-    del a, chunks
+    results = {"array_mib": size / MIB, "l3_mib": l3_cache_bytes() / MIB,
+               "isa": gptc._C.isa(), "readers": {}}
+    for n in sorted({1, threads}):
+        gptc._C.read_bandwidth(a, n)
+        label = "1 thread" if n == 1 else f"{n} threads"
+        results["readers"][label] = max(gptc._C.read_bandwidth(a, n) for _ in range(reads))
+    del a
     results["bandwidth_gbs"] = max(results["readers"].values())
     results["weight_bytes_per_token"] = weight_bytes
     results["decode_bound_tokens_per_s"] = results["bandwidth_gbs"] * 1e9 / weight_bytes
@@ -1051,7 +1048,8 @@ def report_memory(run):
 def report_bandwidth(run):
     bw = run.bandwidth
     weight_bytes = bw["weight_bytes_per_token"]
-    rows = [[f"NumPy sum, {k}", f"{v:.1f} GB/s"] for k, v in bw["readers"].items()]
+    rows = [[f"read_bandwidth ({bw['isa']}), {k}", f"{v:.1f} GB/s"]
+            for k, v in bw["readers"].items()]
     rows.append(["weights read per decoded token (float32; all but the embedding "
                  "tables)", f"{weight_bytes / MIB:.1f} MiB"])
     rows.append(["decode bound (bandwidth / weight bytes)",

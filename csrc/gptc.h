@@ -222,9 +222,13 @@ const char *gptc_isa_name(void);
 int gptc_set_isa(const char *name);
 int gptc_supported_isas(const char **names, int capacity);
 int gptc_compiled_isas(const char **names, int capacity);
-/* isa.c: the selected kernel set's register-only multiply-add loop run
+/* limits.c: the selected kernel set's register-only multiply-add loop run
  * `iterations` rounds on nthreads threads: the arithmetic peak, GFLOP/s. */
 double gptc_fma_peak_gflops(int nthreads, long iterations);
+/* limits.c: read the n floats at a once with the selected kernel set's
+ * loads, split between nthreads threads: on an array much larger than the
+ * caches, the streaming-read bandwidth, GB/s (10^9 bytes per second). */
+double gptc_read_bandwidth_gbs(const float *a, size_t n, int nthreads);
 
 /* softmax.c: row-wise softmax over N rows of C values. */
 void gptc_softmax_forward(float *out, const float *x, size_t N, int C);

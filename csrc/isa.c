@@ -7,12 +7,6 @@
  * gptc_set_isa switches at run time. Every operation reads the selected
  * table once when it starts, so a switch takes effect from the next one.
  */
-#define _POSIX_C_SOURCE 199309L   /* clock_gettime under -std=c11 */
-#if defined(__APPLE__)
-/* sysctlbyname: <sys/sysctl.h> needs the BSD types that _POSIX_C_SOURCE
- * alone hides on macOS */
-#define _DARWIN_C_SOURCE
-#endif
 #include "gptc.h"
 #include "internal.h"
 #include "kernels.h"
@@ -31,7 +25,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 const gptc_kernels *const gptc_kernels_compiled[] = {
     &gptc_kernels_generic,
@@ -165,33 +158,4 @@ int gptc_compiled_isas(const char **names, int capacity)
         if (n < capacity) names[n] = gptc_kernels_compiled[i]->name;
     }
     return n;
-}
-
-static double seconds_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-double gptc_fma_peak_gflops(int nthreads, long iterations)
-{
-    const gptc_kernels *t = gptc_active_kernels();
-    volatile float sink = 0.0f;
-    int ran = 0;   /* threads that ran the loop: 1 in a build without OpenMP */
-    double start = seconds_now();
-#pragma omp parallel num_threads(nthreads) if (nthreads > 1)
-    {
-        float v = t->fma_loop(iterations);
-        /* one store per thread keeps each loop's result live */
-#pragma omp critical
-        {
-            sink += v;
-            ran++;
-        }
-    }
-    double elapsed = seconds_now() - start;
-    (void)sink;
-    double flops = (double)ran * (double)iterations * t->fma_flops_per_iteration;
-    return elapsed > 0.0 ? flops / elapsed * 1e-9 : 0.0;
 }

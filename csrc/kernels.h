@@ -190,6 +190,10 @@ typedef struct gptc_kernels {
      * fma_flops_per_iteration floating-point operations per round. */
     float (*fma_loop)(long iterations);
     int fma_flops_per_iteration;
+    /* The sum of the n floats at a (any alignment), read with this set's
+     * widest loads: timed on an array much larger than the caches, the
+     * streaming-read bandwidth (csrc/limits.c). */
+    float (*read_sum)(const float *a, size_t n);
 } gptc_kernels;
 
 extern const gptc_kernels gptc_kernels_generic;

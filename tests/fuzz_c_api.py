@@ -461,6 +461,8 @@ class Fuzzer:
             "set_isa": lambda: (_C.set_isa, [r.choice(_C.supported_isas())], {}),
             "supported_isas": lambda: (_C.supported_isas, [], {}),
             "fma_peak": lambda: (_C.fma_peak, [1, 10], {}),
+            "read_bandwidth": lambda: (_C.read_bandwidth, [self.f32(r.randint(1, 40)),
+                                                           r.randint(1, 3)], {}),
             "build_info": lambda: (_C.build_info, [], {}),
             "zeros": lambda: (_C.zeros, [r.choice([(3, 5), (70000,), (0, 4), 5, ()])], {}),
             "empty_cache": lambda: (_C.empty_cache, [], {}),
@@ -519,6 +521,10 @@ def bounded(name, args):
             v = _as_int(a)
             out.append(min(v, small) if v is not None and 1 <= v <= top else a)
         return out
+    if name == "read_bandwidth" and len(args) == 2:
+        # nthreads is checked to be in [1, 4096]: a team of thousands is slow to start
+        v = _as_int(args[1])
+        return [args[0], min(v, 4) if v is not None and 1 <= v <= 4096 else args[1]]
     if name == "randperm" and args:
         v = _as_int(args[0])
         if v is not None and 0 <= v < 2 ** 32:

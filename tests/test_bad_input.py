@@ -861,6 +861,8 @@ ONE_BAD_CALL = {
     "set_isa": (lambda: _C.set_isa("sse9"), ValueError, r"kernel set 'sse9' is not available"),
     "supported_isas": (lambda: _C.supported_isas(None), TypeError, r"takes no arguments"),
     "fma_peak": (lambda: _C.fma_peak(1, 0), ValueError, r"iterations must be >= 1, got 0"),
+    "read_bandwidth": (lambda: _C.read_bandwidth(np.zeros(0, np.float32), 1), ValueError,
+                       r"read_bandwidth: data must hold at least one value, got an empty array"),
     "build_info": (lambda: _C.build_info(1), TypeError, r"takes no arguments"),
     "zeros": (lambda: _C.zeros((3, -2)), ValueError,
               r"zeros: shape must not hold negative sizes, got -2 at position 1"),

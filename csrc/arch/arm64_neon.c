@@ -401,6 +401,9 @@ TARGET_DOTPROD static void rows_int8_dotprod(float *out, gptc_int8_rows x, gptc_
 #define LOSS_TARGET
 #include "loss_simd.h"
 
+/* ---- the streaming read ---- */
+#include "read_simd.h"
+
 /* ---- the arithmetic peak: 16 chains of 4-float FMAs, enough to cover a
  * 4-cycle FMA latency on four FMA pipes (Apple's and Neoverse V cores) ---- */
 #define FMA_CHAINS 16
@@ -441,7 +444,8 @@ static float fma_loop(long iterations)
     .row_logsumexp = row_logsumexp_kernel,           \
     .softmax_add = softmax_add_kernel,               \
     .fma_loop = fma_loop,                            \
-    .fma_flops_per_iteration = FMA_CHAINS * 4 * 2
+    .fma_flops_per_iteration = FMA_CHAINS * 4 * 2,   \
+    .read_sum = read_sum
 
 const gptc_kernels gptc_kernels_neon = {
     .name = "neon",

@@ -243,6 +243,25 @@ static float fma_loop(long iterations)
     return s[0] + s[1] + s[2] + s[3];
 }
 
+/* ---- the streaming read: four independent sums of 4-float vectors (the
+ * copies through memcpy allow any alignment of a) ---- */
+static float read_sum(const float *a, size_t n)
+{
+    vec4 s[4] = {{0.0f}};
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (int j = 0; j < 4; j++) {
+            vec4 v;
+            memcpy(&v, a + i + 4 * j, sizeof v);
+            s[j] += v;
+        }
+    }
+    float tail = 0.0f;
+    for (; i < n; i++) tail += a[i];
+    const vec4 t = (s[0] + s[1]) + (s[2] + s[3]);
+    return t[0] + t[1] + t[2] + t[3] + tail;
+}
+
 const gptc_kernels gptc_kernels_generic = {
     .name = "generic",
     .mr = MR,
@@ -263,4 +282,5 @@ const gptc_kernels gptc_kernels_generic = {
     .softmax_add = softmax_add_kernel,
     .fma_loop = fma_loop,
     .fma_flops_per_iteration = 8 * 4 * 2,
+    .read_sum = read_sum,
 };

@@ -276,6 +276,9 @@ TARGET static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int r
 #define LOSS_TARGET TARGET
 #include "loss_simd.h"
 
+/* ---- the streaming read ---- */
+#include "read_simd.h"
+
 /* ---- the arithmetic peak: 12 chains of 8-float FMAs, enough to cover
  * the FMA latency (4 cycles) on two FMA ports ---- */
 TARGET static float fma_loop(long iterations)
@@ -310,7 +313,8 @@ TARGET static float fma_loop(long iterations)
     .row_logsumexp = row_logsumexp_kernel,           \
     .softmax_add = softmax_add_kernel,               \
     .fma_loop = fma_loop,                            \
-    .fma_flops_per_iteration = 12 * 8 * 2
+    .fma_flops_per_iteration = 12 * 8 * 2,           \
+    .read_sum = read_sum
 
 const gptc_kernels gptc_kernels_avx2 = {
     .name = "avx2",

@@ -182,6 +182,9 @@ TARGET static void pack_int8(float *dst, ptrdiff_t ld, gptc_int8_rows src, int r
 #define LOSS_TARGET TARGET
 #include "loss_simd.h"
 
+/* ---- the streaming read ---- */
+#include "read_simd.h"
+
 /* ---- the arithmetic peak: 16 chains of 16-float FMAs ---- */
 TARGET static float fma_loop(long iterations)
 {
@@ -215,7 +218,8 @@ TARGET static float fma_loop(long iterations)
     .row_logsumexp = row_logsumexp_kernel,           \
     .softmax_add = softmax_add_kernel,               \
     .fma_loop = fma_loop,                            \
-    .fma_flops_per_iteration = 16 * 16 * 2
+    .fma_flops_per_iteration = 16 * 16 * 2,          \
+    .read_sum = read_sum
 
 const gptc_kernels gptc_kernels_avx512 = {
     .name = "avx512",

@@ -71,6 +71,7 @@ PyObject *py_isa(PyObject *self, PyObject *unused);
 PyObject *py_set_isa(PyObject *self, PyObject *name);
 PyObject *py_supported_isas(PyObject *self, PyObject *unused);
 PyObject *py_fma_peak(PyObject *self, PyObject *args);
+PyObject *py_read_bandwidth(PyObject *self, PyObject *args);
 PyObject *py_build_info(PyObject *self, PyObject *unused);
 
 #endif /* GPTC_PY_BINDINGS_H */

@@ -110,6 +110,10 @@ static PyMethodDef module_methods[] = {
     {"fma_peak", py_fma_peak, METH_VARARGS,
      "fma_peak(nthreads, iterations): GFLOP/s of the kernel set's register-only "
      "multiply-add loop on nthreads threads, the arithmetic peak"},
+    {"read_bandwidth", py_read_bandwidth, METH_VARARGS,
+     "read_bandwidth(data, nthreads): GB/s of one read of the float32 array data with "
+     "the kernel set's loads on nthreads threads; the streaming-read bandwidth when data "
+     "is much larger than the caches"},
     {"zeros", py_zeros, METH_O, "zeros(shape) -> float32 zeros, memory from the buffer pool"},
     {"empty_cache", py_empty_cache, METH_NOARGS,
      "empty_cache() -> bytes the buffer pool kept and now released"},

@@ -96,6 +96,29 @@ PyObject *py_fma_peak(PyObject *self, PyObject *args)
     return PyFloat_FromDouble(gflops);
 }
 
+PyObject *py_read_bandwidth(PyObject *self, PyObject *args)
+{
+    array_arg a = ARRAY_ARG("data", ANY_NDIM);
+    int nthreads;
+    if (!PyArg_ParseTuple(args, "O&i:read_bandwidth", to_f32, &a, &nthreads)) return NULL;
+    if (nthreads < 1 || nthreads > 4096) {
+        PyErr_Format(PyExc_ValueError, "read_bandwidth: nthreads must be in [1, 4096], got %d",
+                     nthreads);
+        return NULL;
+    }
+    const npy_intp n = PyArray_SIZE(a.array);
+    if (n == 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "read_bandwidth: data must hold at least one value, got an empty array");
+        return NULL;
+    }
+    double gbs;
+    Py_BEGIN_ALLOW_THREADS
+    gbs = gptc_read_bandwidth_gbs(data_of(&a), (size_t)n, nthreads);
+    Py_END_ALLOW_THREADS
+    return PyFloat_FromDouble(gbs);
+}
+
 PyObject *py_build_info(PyObject *self, PyObject *Py_UNUSED(ignored))
 {
     const gptc_build_info *info = gptc_get_build_info();

@@ -209,7 +209,7 @@ static double check_table(const gptc_kernels *t, const char *name)
         t->pack_int8 == NULL || t->rows_f32 == NULL || t->rows_bf16 == NULL ||
         t->rows_int8 == NULL || t->flash_task == NULL || t->gelu == NULL ||
         t->gelu_backward == NULL || t->row_logsumexp == NULL || t->softmax_add == NULL ||
-        t->fma_loop == NULL || t->fma_flops_per_iteration <= 0) {
+        t->fma_loop == NULL || t->fma_flops_per_iteration <= 0 || t->read_sum == NULL) {
         err = broken("table", "a kernel is missing", 0, 0, 0);
     }
     return err;
@@ -1109,6 +1109,37 @@ static double check_fma_loop(const gptc_kernels *t)
 }
 
 /* ------------------------------------------------------------------------
+ * The streaming read (read_sum): the sum of runs of 1 .. 70 floats (every
+ * tail of every vector width and of the four-vector step) and longer ones,
+ * ending at guard pages, from two starts a float apart (so the vectors
+ * meet both alignments of a float), against a sum in double. The values lie in [0.5, 1.5], so no sum
+ * cancels and the float32 sums' rounding stays far below the tolerance.
+ * ---------------------------------------------------------------------- */
+static double check_read_sum(const gptc_kernels *t)
+{
+    static const size_t longer[] = {1000, 4099};
+    double worst = 0.0;
+    for (int c = 0; c < 72; c++) {
+        const size_t n = c < 70 ? (size_t)c + 1 : longer[c - 70];
+        for (int skew = 0; skew < 2; skew++) {
+            const int mark = nmappings;
+            float *buf = guarded_floats(n + (size_t)skew);
+            float *a = buf + skew;
+            double ref = 0.0;
+            for (size_t i = 0; i < n; i++) {
+                a[i] = 1.0f + 0.5f * uniform();
+                ref += a[i];
+            }
+            const float got = t->read_sum(a, n);
+            if (!isfinite(got)) return NAN;
+            worst = worse(worst, fabs((double)got - ref) / ref);
+            release_since(mark);
+        }
+    }
+    return worst;
+}
+
+/* ------------------------------------------------------------------------
  * GELU over a run (gelu and gelu_backward), against the tanh form in double
  * precision: runs of 1 .. 40 floats (every tail of every vector width),
  * and longer ones, ending at guard pages; x in [-8, 8] and values where
@@ -1248,6 +1279,7 @@ static void check_kernel_set(const char *isa)
     RUN("attention_decode", check_decode(), TOL_EXACT);
     /* the loop converges to within float rounding of 1, amplified by 1000 */
     RUN("fma_loop", check_fma_loop(t), 1e-3);
+    RUN("read_sum", check_read_sum(t), TOL_SUM);
     RUN("gelu", check_gelu(t), TOL_SUM);
     RUN("loss_rows", check_loss_rows(t), TOL_SUM);
 #undef RUN
