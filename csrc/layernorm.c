@@ -13,21 +13,43 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* The row sums below run in LANES independent double sums, value c going
+ * to sum c % LANES, added up in a fixed tree at the end: one sum is a chain
+ * of dependent adds that waits out the add latency at every value, and
+ * took 150 us of a [256, 768] forward on 2 threads (3.6 ms of a (4, 64)
+ * GPT-2 forward's 186, 2-vCPU Zen 5 class EPYC VM, 2026-12-04); the lanes
+ * are independent, so the compiler vectorises them. The order is fixed, so
+ * a row's result does not depend on anything but the row. */
+#define LANES 8
+
+static double lanes_total(const double *acc)
+{
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 /* Mean and 1 / sqrt(var + eps) of one row; the forward and the backward
  * both call this, so the backward differentiates exactly what ran. */
 static void row_stats(const float *x, int C, float eps, float *mean_out, float *rstd_out)
 {
-    double sum = 0.0;
-    for (int c = 0; c < C; c++) {
-        sum += x[c];
+    double acc[LANES] = {0.0};
+    int c = 0;
+    for (; c + LANES <= C; c += LANES) {
+        for (int j = 0; j < LANES; j++) acc[j] += x[c + j];
     }
-    float mean = (float)(sum / C);
-    double sq = 0.0;
-    for (int c = 0; c < C; c++) {
-        double d = (double)x[c] - mean;
-        sq += d * d;
+    for (int j = 0; c + j < C; j++) acc[j] += x[c + j];
+    float mean = (float)(lanes_total(acc) / C);
+    double sq[LANES] = {0.0};
+    for (c = 0; c + LANES <= C; c += LANES) {
+        for (int j = 0; j < LANES; j++) {
+            double d = (double)x[c + j] - mean;
+            sq[j] += d * d;
+        }
     }
-    float var = (float)(sq / C);
+    for (int j = 0; c + j < C; j++) {
+        double d = (double)x[c + j] - mean;
+        sq[j] += d * d;
+    }
+    float var = (float)(lanes_total(sq) / C);
     *mean_out = mean;
     *rstd_out = 1.0f / sqrtf(var + eps);
 }
@@ -65,14 +87,22 @@ void gptc_layernorm_forward(float *out, const float *x, const float *scale,
 static void layernorm_backward_row(float *dinp, const float *dout, const float *x,
                                    const float *scale, int C, float mean, float rstd)
 {
-    double sum_g = 0.0, sum_gx = 0.0;
-    for (int c = 0; c < C; c++) {
-        float g = dout[c] * scale[c];
-        sum_g += g;
-        sum_gx += (double)g * ((x[c] - mean) * rstd);
+    double sum_g[LANES] = {0.0}, sum_gx[LANES] = {0.0};
+    int c = 0;
+    for (; c + LANES <= C; c += LANES) {
+        for (int j = 0; j < LANES; j++) {
+            float g = dout[c + j] * scale[c + j];
+            sum_g[j] += g;
+            sum_gx[j] += (double)g * ((x[c + j] - mean) * rstd);
+        }
     }
-    float mean_g = (float)(sum_g / C), mean_gx = (float)(sum_gx / C);
-    for (int c = 0; c < C; c++) {
+    for (int j = 0; c + j < C; j++) {
+        float g = dout[c + j] * scale[c + j];
+        sum_g[j] += g;
+        sum_gx[j] += (double)g * ((x[c + j] - mean) * rstd);
+    }
+    float mean_g = (float)(lanes_total(sum_g) / C), mean_gx = (float)(lanes_total(sum_gx) / C);
+    for (c = 0; c < C; c++) {
         float xhat = (x[c] - mean) * rstd;
         float g = dout[c] * scale[c];
         dinp[c] += rstd * (g - mean_g - xhat * mean_gx);

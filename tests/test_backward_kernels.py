@@ -171,10 +171,12 @@ def torch_layer_norm_grads(torch, x, scale, shift, dout, eps=1e-5):
     return tx.grad.numpy(), ts.grad.numpy(), tb.grad.numpy()
 
 
-@pytest.mark.parametrize("shape", [(2, 6), (2, 4, 768), (3, 1), (5, 1000), (1, 72), (128, 768)])
+@pytest.mark.parametrize("shape", [(2, 6), (2, 4, 768), (3, 1), (5, 1000), (1, 72), (128, 768),
+                                   (4, 1003)])
 def test_layer_norm_backward_matches_torch(torch, shape):
     """dinp, dscale, dshift of the book's LayerNorm, with non-trivial scale and
-    shift, an offset input and (128, 768) large enough for the threaded path."""
+    shift, an offset input and (128, 768) large enough for the threaded path; (4, 1003)
+    has full 8-lane steps and a tail in the row sums."""
     rng = np.random.default_rng(sum(shape))
     C = shape[-1]
     x = (rng.normal(3.0, 2.0, size=shape)).astype(np.float32)

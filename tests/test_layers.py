@@ -13,9 +13,10 @@ def _t(torch, x):
 
 def test_layer_norm_matches_torch_on_the_chapter_shapes(torch, ref):
     """LayerNorm on a (2, 6) batch (section 4.2) and on (2, 4, 768), with
-    non-trivial scale and shift, equals the book's LayerNorm."""
+    non-trivial scale and shift, equals the book's LayerNorm; also on widths
+    the row sums' 8 lanes split unevenly (1, 6, and 1003 = 125 x 8 + 3)."""
     rng = np.random.default_rng(0)
-    for shape in [(2, 6), (2, 4, 768), (3, 1), (5, 1000)]:
+    for shape in [(2, 6), (2, 4, 768), (3, 1), (5, 1000), (4, 1003)]:
         d = shape[-1]
         t_ln, g_ln = ref.LayerNorm(d), nn.LayerNorm(d)
         with torch.no_grad():
