@@ -6,8 +6,9 @@
  *    independent multiply-adds (kernels.h, fma_loop) on nthreads threads;
  *  - the streaming-read bandwidth, the bound of a product that reads each
  *    weight once, as a decode step does: the set's read_sum sums an array
- *    with its widest loads, each of nthreads threads its own run of it. On
- *    an array much larger than the caches the time is the memory's.
+ *    with its widest loads and the requests ahead that the few-rows
+ *    kernels make, each of nthreads threads its own run of it. On an array
+ *    much larger than the caches the time is the memory's.
  *    (NumPy's float32 sum, used before, adds in a pairwise order that kept
  *    one thread at 17 GB/s where AVX2's read_sum reads 29-36, on the
  *    2-core Zen 4 class EPYC VM, 2026-12-04.)

@@ -244,12 +244,14 @@ static float fma_loop(long iterations)
 }
 
 /* ---- the streaming read: four independent sums of 4-float vectors (the
- * copies through memcpy allow any alignment of a) ---- */
+ * copies through memcpy allow any alignment of a), and the requests ahead
+ * (rows.h) that the vector sets' read_sum makes, one per 64-byte line ---- */
 static float read_sum(const float *a, size_t n)
 {
     vec4 s[4] = {{0.0f}};
     size_t i = 0;
     for (; i + 16 <= n; i += 16) {
+        rows_w_prefetch(a + i);
         for (int j = 0; j < 4; j++) {
             vec4 v;
             memcpy(&v, a + i + 4 * j, sizeof v);
