@@ -11,7 +11,7 @@
  *    much larger than the caches the time is the memory's.
  *    (NumPy's float32 sum, used before, adds in a pairwise order that kept
  *    one thread at 17 GB/s where AVX2's read_sum reads 29-36, on the
- *    2-core Zen 4 class EPYC VM, 2026-12-04.)
+ *    2-vCPU Zen 5 class EPYC VM, 2026-12-04.)
  */
 #define _POSIX_C_SOURCE 199309L   /* clock_gettime under -std=c11 */
 #include "gptc.h"
